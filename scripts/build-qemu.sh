@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# build-qemu.sh [--stamp FILE] [NINJA-TARGET...]: configure (once) and build the patched QEMU in
+# $HGM_CACHE/build/qemu: qemu-system-x86_64 (KVM, TCG, virtfs, slirp),
+# qemu-img and the x86 option ROMs the lab's -kernel boot needs.
+# Extra ninja targets (for example tests/qtest/migration-test) may be given
+# as arguments.
+set -euo pipefail
+. "$(dirname "$0")/hgm-common.sh"
+
+stamp_file=
+if [ "${1:-}" = --stamp ]; then
+	stamp_file=$2
+	shift 2
+fi
+src=$(hgm_tree qemu)
+out=$HGM_CACHE/build/qemu
+[ -d "$src/.git" ] || hgm_die "$src is missing; run ./configure first"
+
+# Debian's source package strips the bundled meson wheel: QEMU 10.0 needs
+# meson >= 1.5, which scripts/install-deps.sh installs from
+# bookworm-backports.  --python points at Debian's interpreter so QEMU's venv
+# sees that meson (a pyenv python on PATH would not).
+args=(
+	--target-list=x86_64-softmmu
+	--python=/usr/bin/python3
+	--disable-download
+	--disable-install-blobs
+	--disable-docs
+	--disable-werror
+	--enable-kvm --enable-tcg --enable-virtfs --enable-slirp --enable-tools
+	--disable-gtk --disable-sdl --disable-vnc --disable-opengl --disable-spice
+	--disable-xen --disable-guest-agent
+)
+stamp=$(printf '%s\n' "${args[@]}" | sha256sum | cut -d' ' -f1)
+mkdir -p "$out"
+if [ ! -e "$out/build.ninja" ] || [ "$(cat "$out/.hgm-configure" 2>/dev/null)" != "$stamp" ]; then
+	rm -rf "$out"
+	mkdir -p "$out"
+	(cd "$out" && hgm_step "configure QEMU" "$src/configure" "${args[@]}" >configure.log 2>&1) || {
+		tail -n 40 "$out/configure.log" >&2
+		hgm_die "QEMU configure failed; full log in $out/configure.log"
+	}
+	echo "$stamp" >"$out/.hgm-configure"
+fi
+targets=(qemu-system-x86_64 qemu-img "$@")
+hgm_step "build QEMU (${targets[*]})" ninja -C "$out" -j"$(nproc)" "${targets[@]}"
+
+# The option ROMs that -kernel needs are built by make, not ninja, and only
+# when configure found a compiler for 16-bit x86 code (gcc-multilib).
+[ -e "$out/pc-bios/optionrom/config.mak" ] ||
+	hgm_die "QEMU configure found no i386 compiler for the option ROMs; install gcc-multilib and rerun"
+hgm_step "build QEMU option ROMs" make -s -C "$out/pc-bios/optionrom" linuxboot_dma.bin kvmvapic.bin
+
+# Firmware directory for -L: the source package has no blobs, so take the
+# BIOS and the virtio NIC ROM from Debian's seabios and ipxe-qemu packages.
+fw=$out/lab-firmware
+mkdir -p "$fw"
+ln -sf /usr/share/seabios/bios-256k.bin "$fw/bios-256k.bin"
+ln -sf /usr/lib/ipxe/qemu/efi-virtio.rom "$fw/efi-virtio.rom"
+ln -sf ../pc-bios/optionrom/linuxboot_dma.bin "$fw/linuxboot_dma.bin"
+ln -sf ../pc-bios/optionrom/kvmvapic.bin "$fw/kvmvapic.bin"
+for f in "$fw"/*; do
+	[ -e "$f" ] || hgm_die "firmware $f is missing (is the seabios/ipxe-qemu package installed?)"
+done
+hgm_log "QEMU: $("$out/qemu-system-x86_64" --version | head -n1)"
+[ -z "$stamp_file" ] || touch "$stamp_file"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# build-selftests.sh [--stamp FILE]: build the kernel's mm selftests from the
+# patched tree into $HGM_CACHE/build/selftests-mm, against the uAPI headers
+# of the lab kernel build (scripts/build-kernel.sh installs them).
+set -euo pipefail
+. "$(dirname "$0")/hgm-common.sh"
+
+stamp_file=
+if [ "${1:-}" = --stamp ]; then
+	stamp_file=$2
+	shift 2
+fi
+src=$(hgm_tree linux)
+hdr=$HGM_CACHE/build/linux-lab/usr/include
+out=$HGM_CACHE/build/selftests-mm
+[ -d "$hdr/linux" ] || hgm_die "no uAPI headers in $hdr; build the kernel first (scripts/build-kernel.sh)"
+mkdir -p "$out"
+hgm_step "build mm selftests" make -s -C "$src/tools/testing/selftests/mm" \
+	-j"$(nproc)" OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" >"$out/build.log" 2>&1 || {
+	tail -n 30 "$out/build.log" >&2
+	hgm_die "mm selftests did not build; log in $out/build.log"
+}
+cp "$src/tools/testing/selftests/mm/"*.sh "$out/" 2>/dev/null || true
+[ -z "$stamp_file" ] || touch "$stamp_file"

@@ -1,0 +1,587 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * minor-fault-latency: today's (upstream) behaviour of userfaultfd minor
+ * faults on hugetlb, the baseline HGM is measured against.
+ *
+ * A hugetlb memfd is mapped shared twice: the "guest" mapping, registered
+ * with userfaultfd in minor mode, and the "alias", through which data is
+ * written without faulting the guest.  Worker threads touch random 4 KiB
+ * pieces of the guest mapping; one handler thread (as in QEMU's postcopy)
+ * resolves each fault with UFFDIO_CONTINUE of the whole hugepage, because
+ * without HGM a hugetlb page is mapped whole or not at all.  Two cases:
+ *
+ *   present  the hugepage's data is already in the page cache: the fault
+ *            costs only the round trip through the handler;
+ *   copy     the data arrives on demand: the handler writes the whole
+ *            hugepage through the alias before mapping it, as a postcopy
+ *            destination must receive the whole hugepage first.
+ *
+ * Every worker checks the 4 KiB it touched, and after each round the whole
+ * guest mapping is compared with what was written.  Latency (fault seen by
+ * the worker -> access completed) is printed as a distribution.
+ *
+ * Exit status: 0 all ran and verified, 1 a check failed, 4 (kselftest's
+ * "skip") nothing could run, for example no free hugepages of any size.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <linux/memfd.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KSFT_SKIP 4
+#define PIECE 4096UL
+
+enum fill_mode { FILL_PRESENT, FILL_COPY };
+
+struct sample_set {
+	uint64_t *ns;
+	size_t n, cap;
+	pthread_mutex_t lock;
+};
+
+struct run {
+	size_t hpsize;		/* hugepage size */
+	size_t npages;		/* hugepages in the region */
+	unsigned int threads;
+	unsigned int rounds;
+	enum fill_mode mode;
+
+	int memfd, uffd;
+	char *guest, *alias;
+	unsigned int round;	/* pattern generation of the current round */
+	bool *placed;		/* per hugepage: resolved in this round */
+	uint64_t template[PIECE / 8];
+
+	pthread_barrier_t start;
+	volatile bool stop_handler;
+	int failed;
+	struct sample_set lat;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/*
+ * Contents of the 4 KiB piece at file offset @off in round @round: a
+ * per-round template whose first word names the piece, so a piece copied to
+ * the wrong place or left from an earlier round is caught.
+ */
+static void make_template(struct run *r)
+{
+	for (size_t i = 0; i < PIECE / 8; i++)
+		r->template[i] = mix64(((uint64_t)r->round << 32) ^ i);
+}
+
+static uint64_t piece_tag(const struct run *r, size_t off)
+{
+	return mix64(off ^ ((uint64_t)r->round << 48)) | 1;
+}
+
+static void fill_piece(const struct run *r, char *dst, size_t off)
+{
+	memcpy(dst, r->template, PIECE);
+	*(uint64_t *)dst = piece_tag(r, off);
+}
+
+static bool piece_ok(const struct run *r, const char *p, size_t off)
+{
+	return *(const uint64_t *)p == piece_tag(r, off) &&
+	       !memcmp(p + 8, (const char *)r->template + 8, PIECE - 8);
+}
+
+static void fill_hugepage(const struct run *r, size_t page)
+{
+	size_t base = page * r->hpsize;
+
+	for (size_t off = 0; off < r->hpsize; off += PIECE)
+		fill_piece(r, r->alias + base + off, base + off);
+}
+
+static void add_sample(struct sample_set *s, uint64_t ns)
+{
+	pthread_mutex_lock(&s->lock);
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 1024;
+		uint64_t *p = realloc(s->ns, cap * sizeof(*p));
+
+		if (!p) {
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		s->ns = p;
+		s->cap = cap;
+	}
+	s->ns[s->n++] = ns;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted set. */
+static uint64_t percentile(const struct sample_set *s, unsigned int pct)
+{
+	size_t rank = (s->n * pct + 99) / 100;
+
+	return s->ns[rank ? rank - 1 : 0];
+}
+
+static void fmt_ns(char *buf, size_t len, uint64_t ns)
+{
+	if (ns >= 10000000000ull)
+		snprintf(buf, len, "%.1f s", ns / 1e9);
+	else if (ns >= 10000000ull)
+		snprintf(buf, len, "%.1f ms", ns / 1e6);
+	else
+		snprintf(buf, len, "%.1f us", ns / 1e3);
+}
+
+static const char *size_name(size_t hpsize)
+{
+	return hpsize == (1ul << 30) ? "1G" : "2M";
+}
+
+static const char *mode_name(enum fill_mode m)
+{
+	return m == FILL_PRESENT ? "present: CONTINUE whole page" :
+				   "copy: write whole page + CONTINUE";
+}
+
+static void print_header(void)
+{
+	printf("%-5s %-36s %7s %10s %10s %10s %10s\n", "page", "case",
+	       "samples", "p50", "p90", "p99", "max");
+}
+
+static void print_stats(struct run *r)
+{
+	struct sample_set *s = &r->lat;
+	char p50[32], p90[32], p99[32], max[32];
+
+	if (!s->n) {
+		printf("%-5s %-36s %7s\n", size_name(r->hpsize), mode_name(r->mode), "0");
+		return;
+	}
+	qsort(s->ns, s->n, sizeof(*s->ns), cmp_u64);
+	fmt_ns(p50, sizeof(p50), percentile(s, 50));
+	fmt_ns(p90, sizeof(p90), percentile(s, 90));
+	fmt_ns(p99, sizeof(p99), percentile(s, 99));
+	fmt_ns(max, sizeof(max), s->ns[s->n - 1]);
+	printf("%-5s %-36s %7zu %10s %10s %10s %10s\n", size_name(r->hpsize),
+	       mode_name(r->mode), s->n, p50, p90, p99, max);
+	fflush(stdout);
+}
+
+/* Resolve one reported fault: whole-hugepage placement, as upstream. */
+static int resolve(struct run *r, uint64_t addr)
+{
+	size_t page = (addr - (uintptr_t)r->guest) / r->hpsize;
+	struct uffdio_continue cont = {
+		.range = {
+			.start = (uintptr_t)r->guest + page * r->hpsize,
+			.len = r->hpsize,
+		},
+	};
+	struct uffdio_range wake = cont.range;
+
+	if (page >= r->npages) {
+		fprintf(stderr, "fault at %#" PRIx64 " outside the region\n", addr);
+		return -1;
+	}
+	if (!r->placed[page]) {
+		if (r->mode == FILL_COPY)
+			fill_hugepage(r, page);
+		r->placed[page] = true;
+		if (!ioctl(r->uffd, UFFDIO_CONTINUE, &cont))
+			return 0;
+		if (errno != EEXIST) {
+			fprintf(stderr, "UFFDIO_CONTINUE: %s\n", strerror(errno));
+			return -1;
+		}
+	}
+	/* Mapped already (a second fault on the same page raced): just wake. */
+	if (ioctl(r->uffd, UFFDIO_WAKE, &wake)) {
+		fprintf(stderr, "UFFDIO_WAKE: %s\n", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void *handler_thread(void *arg)
+{
+	struct run *r = arg;
+	struct pollfd pfd = { .fd = r->uffd, .events = POLLIN };
+
+	while (!r->stop_handler) {
+		struct uffd_msg msg;
+		int n = poll(&pfd, 1, 100);
+
+		if (n <= 0)
+			continue;
+		if (read(r->uffd, &msg, sizeof(msg)) != sizeof(msg)) {
+			if (errno == EAGAIN)
+				continue;
+			perror("read(userfaultfd)");
+			r->failed = 1;
+			break;
+		}
+		if (msg.event != UFFD_EVENT_PAGEFAULT ||
+		    !(msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR)) {
+			fprintf(stderr, "unexpected userfaultfd event %u flags %#llx\n",
+				msg.event, (unsigned long long)msg.arg.pagefault.flags);
+			r->failed = 1;
+			continue;
+		}
+		if (resolve(r, msg.arg.pagefault.address))
+			r->failed = 1;
+	}
+	return NULL;
+}
+
+struct worker {
+	struct run *r;
+	unsigned int id;
+};
+
+static void *worker_thread(void *arg)
+{
+	struct worker *w = arg;
+	struct run *r = w->r;
+	uint64_t seed = mix64(w->id * 7919 + r->round + 1);
+
+	pthread_barrier_wait(&r->start);
+	/*
+	 * With fewer hugepages than threads, several threads fault on the
+	 * same hugepage at once; otherwise each thread owns every Nth page.
+	 */
+	for (size_t page = w->id % r->npages; page < r->npages; page += r->threads) {
+		size_t piece, off;
+		uint64_t t0;
+		volatile char *p;
+
+		seed = mix64(seed);
+		piece = seed % (r->hpsize / PIECE);
+		off = page * r->hpsize + piece * PIECE;
+		p = (volatile char *)r->guest + off;
+		t0 = now_ns();
+		(void)*p;
+		add_sample(&r->lat, now_ns() - t0);
+		if (!piece_ok(r, (const char *)p, off)) {
+			fprintf(stderr, "thread %u: wrong data at offset %#zx\n", w->id, off);
+			r->failed = 1;
+		}
+		if (r->threads > r->npages)
+			break;
+	}
+	return NULL;
+}
+
+static int verify_all(struct run *r)
+{
+	size_t bad = 0, first = 0;
+
+	for (size_t off = 0; off < r->npages * r->hpsize; off += PIECE) {
+		if (!piece_ok(r, r->guest + off, off)) {
+			if (!bad++)
+				first = off;
+		}
+	}
+	if (bad) {
+		fprintf(stderr, "%s round %u: %zu pieces of 4 KiB differ, first at %#zx\n",
+			size_name(r->hpsize), r->round, bad, first);
+		return -1;
+	}
+	return 0;
+}
+
+static int uffd_open(void)
+{
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		.features = UFFD_FEATURE_MINOR_HUGETLBFS,
+	};
+	int fd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0) {
+		fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			int ufd = ioctl(fd, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+
+			close(fd);
+			fd = ufd;
+		}
+	}
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static long free_hugepages(size_t hpsize)
+{
+	char path[128];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/hugepages/hugepages-%zukB/free_hugepages",
+		 hpsize >> 10);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%ld", &n) != 1)
+		n = -1;
+	fclose(f);
+	return n;
+}
+
+static void teardown(struct run *r)
+{
+	if (r->guest && r->guest != MAP_FAILED)
+		munmap(r->guest, r->npages * r->hpsize);
+	if (r->alias && r->alias != MAP_FAILED)
+		munmap(r->alias, r->npages * r->hpsize);
+	if (r->uffd >= 0)
+		close(r->uffd);
+	if (r->memfd >= 0)
+		close(r->memfd);
+	free(r->placed);
+	free(r->lat.ns);
+	pthread_mutex_destroy(&r->lat.lock);
+}
+
+/* Returns 0 on success, 1 on a failed check, KSFT_SKIP if it cannot run. */
+static int run_case(struct run *r)
+{
+	size_t len = r->npages * r->hpsize;
+	unsigned int mfd_flags = MFD_CLOEXEC | MFD_HUGETLB |
+		(r->hpsize == (1ul << 30) ? MFD_HUGE_1GB : MFD_HUGE_2MB);
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MINOR };
+	pthread_t handler, *tids = NULL;
+	struct worker *w = NULL;
+	long avail = free_hugepages(r->hpsize);
+	int ret = 1;
+
+	r->memfd = r->uffd = -1;
+	pthread_mutex_init(&r->lat.lock, NULL);
+	if (avail < (long)r->npages) {
+		printf("%-5s %-36s skipped: needs %zu free %s pages, %ld free\n",
+		       size_name(r->hpsize), mode_name(r->mode), r->npages,
+		       size_name(r->hpsize), avail < 0 ? 0 : avail);
+		ret = KSFT_SKIP;
+		goto out;
+	}
+	r->memfd = memfd_create("minor-fault-latency", mfd_flags);
+	if (r->memfd < 0 || ftruncate(r->memfd, len)) {
+		perror("hugetlb memfd");
+		goto out;
+	}
+	r->guest = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+	r->alias = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
+	if (r->guest == MAP_FAILED || r->alias == MAP_FAILED) {
+		perror("mmap");
+		goto out;
+	}
+	/* Allocate every hugepage up front: every fault is then a minor one. */
+	if (fallocate(r->memfd, 0, 0, len)) {
+		perror("fallocate");
+		goto out;
+	}
+	r->uffd = uffd_open();
+	if (r->uffd < 0) {
+		printf("skipped: userfaultfd with minor hugetlbfs faults: %s\n", strerror(-r->uffd));
+		ret = KSFT_SKIP;
+		goto out;
+	}
+	reg.range.start = (uintptr_t)r->guest;
+	reg.range.len = len;
+	if (ioctl(r->uffd, UFFDIO_REGISTER, &reg)) {
+		perror("UFFDIO_REGISTER(MINOR)");
+		goto out;
+	}
+	r->placed = calloc(r->npages, sizeof(*r->placed));
+	tids = calloc(r->threads, sizeof(*tids));
+	w = calloc(r->threads, sizeof(*w));
+	if (!r->placed || !tids || !w)
+		goto out;
+	if (pthread_create(&handler, NULL, handler_thread, r))
+		goto out;
+
+	for (unsigned int round = 0; round < r->rounds && !r->failed; round++) {
+		r->round = round + 1;
+		make_template(r);
+		memset(r->placed, 0, r->npages * sizeof(*r->placed));
+		if (r->mode == FILL_PRESENT) {
+			for (size_t page = 0; page < r->npages; page++)
+				fill_hugepage(r, page);
+		}
+		/* Unmap the guest view; the page cache keeps the data. */
+		if (madvise(r->guest, len, MADV_DONTNEED)) {
+			perror("madvise(MADV_DONTNEED)");
+			r->failed = 1;
+			break;
+		}
+		pthread_barrier_init(&r->start, NULL, r->threads);
+		for (unsigned int t = 0; t < r->threads; t++) {
+			w[t] = (struct worker){ .r = r, .id = t };
+			pthread_create(&tids[t], NULL, worker_thread, &w[t]);
+		}
+		for (unsigned int t = 0; t < r->threads; t++)
+			pthread_join(tids[t], NULL);
+		pthread_barrier_destroy(&r->start);
+		/* Fault in what the workers did not touch, then compare all. */
+		for (size_t page = 0; page < r->npages; page++) {
+			if (!r->placed[page] && r->mode == FILL_COPY)
+				fill_hugepage(r, page);
+		}
+		if (verify_all(r))
+			r->failed = 1;
+	}
+	r->stop_handler = true;
+	pthread_join(handler, NULL);
+	print_stats(r);
+	ret = r->failed ? 1 : 0;
+out:
+	free(tids);
+	free(w);
+	teardown(r);
+	return ret;
+}
+
+static size_t parse_size(const char *s)
+{
+	if (!strcmp(s, "2M") || !strcmp(s, "2m"))
+		return 2ul << 20;
+	if (!strcmp(s, "1G") || !strcmp(s, "1g"))
+		return 1ul << 30;
+	fprintf(stderr, "page size must be 2M or 1G, not '%s'\n", s);
+	exit(2);
+}
+
+static unsigned long parse_num(const char *s, const char *what)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || !v || v > 1000000) {
+		fprintf(stderr, "%s must be a positive number, not '%s'\n", what, s);
+		exit(2);
+	}
+	return v;
+}
+
+static void usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s [--size 2M|1G] [--pages N] [--threads N] [--rounds N]\n"
+		"          [--mode present|copy]\n"
+		"Without --size, runs the baseline set: 2 MiB and 1 GiB pages, both modes.\n",
+		prog);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "size", required_argument, NULL, 's' },
+		{ "pages", required_argument, NULL, 'p' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "rounds", required_argument, NULL, 'r' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "help", no_argument, NULL, 'h' },
+		{}
+	};
+	/* The baseline set, sized for the lab (TCG) as well as real hosts. */
+	struct run set[] = {
+		{ .hpsize = 2ul << 20, .npages = 32, .threads = 4, .rounds = 8, .mode = FILL_PRESENT },
+		{ .hpsize = 2ul << 20, .npages = 32, .threads = 4, .rounds = 2, .mode = FILL_COPY },
+		{ .hpsize = 1ul << 30, .npages = 1, .threads = 1, .rounds = 16, .mode = FILL_PRESENT },
+		{ .hpsize = 1ul << 30, .npages = 1, .threads = 4, .rounds = 2, .mode = FILL_COPY },
+	};
+	struct run one = { .hpsize = 0, .npages = 4, .threads = 4, .rounds = 4, .mode = FILL_PRESENT };
+	struct run *runs = set;
+	size_t nruns = sizeof(set) / sizeof(set[0]);
+	int c, ran = 0, failed = 0;
+
+	while ((c = getopt_long(argc, argv, "s:p:t:r:m:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': one.hpsize = parse_size(optarg); break;
+		case 'p': one.npages = parse_num(optarg, "--pages"); break;
+		case 't': one.threads = parse_num(optarg, "--threads"); break;
+		case 'r': one.rounds = parse_num(optarg, "--rounds"); break;
+		case 'm':
+			if (!strcmp(optarg, "present"))
+				one.mode = FILL_PRESENT;
+			else if (!strcmp(optarg, "copy"))
+				one.mode = FILL_COPY;
+			else
+				usage(argv[0]);
+			break;
+		default: usage(argv[0]);
+		}
+	}
+	if (optind != argc)
+		usage(argv[0]);
+	if (one.hpsize) {
+		runs = &one;
+		nruns = 1;
+	}
+
+	printf("userfaultfd minor faults on shared hugetlb, upstream behaviour:\n"
+	       "each fault is resolved by UFFDIO_CONTINUE of the whole hugepage\n"
+	       "(latency: worker's access -> access completed)\n");
+	print_header();
+	for (size_t i = 0; i < nruns; i++) {
+		int ret = run_case(&runs[i]);
+
+		if (ret != KSFT_SKIP)
+			ran++;
+		if (ret == 1)
+			failed++;
+	}
+	if (!ran) {
+		printf("nothing ran: reserve hugepages first (see README)\n");
+		return KSFT_SKIP;
+	}
+	printf("data check: %s\n", failed ? "FAILED" : "every byte of every round matched");
+	return failed ? 1 : 0;
+}
