@@ -28,7 +28,8 @@ frags=("$HGM_TOP/linux-patches/lab.config")
 for f in "${frags[@]}"; do
 	[ -e "$f" ] || hgm_die "no config fragment $f for variant '$variant'"
 done
-mk=(make -C "$src" O="$out" ARCH=x86_64 -j"$(nproc)")
+# LOCALVERSION= keeps setlocalversion from appending "+" for the git tree.
+mk=(make -C "$src" O="$out" ARCH=x86_64 LOCALVERSION= -j"$(nproc)")
 
 mkdir -p "$out"
 stamp=$(cat "$src/.git/hgm-upstream" "$src/kernel/configs/kvm_guest.config" "${frags[@]}" | sha256sum | cut -d' ' -f1)

@@ -15,10 +15,13 @@ hdr=$HGM_CACHE/build/linux-lab/usr/include
 out=$HGM_CACHE/build/selftests-mm
 [ -d "$hdr/linux" ] || hgm_die "no uAPI headers in $hdr; build the kernel first (scripts/build-kernel.sh)"
 mkdir -p "$out"
-hgm_step "build mm selftests" make -s -C "$src/tools/testing/selftests/mm" \
-	-j"$(nproc)" OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" >"$out/build.log" 2>&1 || {
+# Only the programs tests/mm-selftests/list runs: some others do not build
+# in every stable release (6.12.117's khugepaged.c misses an include).
+mapfile -t targets < <(awk '!/^#/ && NF >= 3 { sub("^\\./", "", $3); print "'"$out"'/" $3 }' \
+	"$HGM_TOP/tests/mm-selftests/list" | sort -u)
+hgm_step "build mm selftests (${#targets[@]} programs)" make -s -C "$src/tools/testing/selftests/mm" \
+	-j"$(nproc)" OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" "${targets[@]}" >"$out/build.log" 2>&1 || {
 	tail -n 30 "$out/build.log" >&2
 	hgm_die "mm selftests did not build; log in $out/build.log"
 }
-cp "$src/tools/testing/selftests/mm/"*.sh "$out/" 2>/dev/null || true
 [ -z "$stamp_file" ] || touch "$stamp_file"
