@@ -85,7 +85,7 @@ extern "C" {
 /* Features reported by mhgm_probe(), as bits of known/supported. */
 #define MHGM_FEAT_SPLIT		(1U << 0) /* madvise(MADV_SPLIT) on hugetlb */
 #define MHGM_FEAT_CONTINUE_4K	(1U << 1) /* UFFDIO_CONTINUE of 4 KiB */
-#define MHGM_FEAT_COLLAPSE	(1U << 2) /* madvise(MADV_COLLAPSE) on hugetlb */
+#define MHGM_FEAT_COLLAPSE	(1U << 2) /* madvise(MADV_COLLAPSE), hugetlb */
 #define MHGM_FEAT_MINOR		(1U << 3) /* UFFD_FEATURE_MINOR_HUGETLBFS */
 
 enum mhgm_mode {
@@ -133,6 +133,9 @@ int mhgm_probe(uint64_t hpage_size, struct mhgm_probe *probe);
 
 /*
  * mhgm_probe_has - read one feature from a probe result
+ * @probe: filled by mhgm_probe()
+ * @feature: one MHGM_FEAT_* bit
+ *
  * Return: 1 supported, 0 not supported, -1 unknown.
  */
 static inline int mhgm_probe_has(const struct mhgm_probe *probe,
@@ -147,9 +150,8 @@ static inline int mhgm_probe_has(const struct mhgm_probe *probe,
 
 struct mhgm_region;
 
-/* mhgm_region_params.flags */
-#define MHGM_REGION_INIT_PRESENT (1U << 0) /* every piece starts present and
-					     mapped (e.g. after precopy) */
+/* mhgm_region_params.flags: every piece starts present and mapped */
+#define MHGM_REGION_INIT_PRESENT (1U << 0)
 
 struct mhgm_region_params {
 	int fd;			/* hugetlbfs file (memfd or file), O_RDWR */
@@ -253,20 +255,26 @@ int mhgm_region_populate(struct mhgm_region *region, mhgm_progress_fn progress,
  *
  * Issues madvise(MADV_SPLIT) on the guest range.  On success the region uses
  * MHGM_MODE_HGM from now on: pieces are mapped 4 KiB at a time and
- * mhgm_drop() zaps only the dropped pieces.  When the kernel refuses,
- * the region stays in (or, on a kernel without HGM, simply keeps)
- * MHGM_MODE_FALLBACK, which works the same through this API.  May be called
- * at any time; calling it again in HGM mode does nothing.
+ * mhgm_drop() unmaps only the dropped pieces.  When the kernel refuses,
+ * the region keeps MHGM_MODE_FALLBACK, which works the same through this
+ * API.  Call it before mhgm_region_register() (the mode must not change
+ * while faults are being served); pieces placed before are kept, and a
+ * region created with MHGM_REGION_INIT_PRESENT may be split and then have
+ * single pieces dropped.  Calling it again in HGM mode does nothing.
  *
  * Return: 0 on success, or a negative errno:
  *   -EOPNOTSUPP  the kernel has no HGM for this mapping (EINVAL from madvise);
+ *   -EBUSY       the region is registered with a userfaultfd already;
  *   other        as returned by madvise().
  */
 int mhgm_region_split(struct mhgm_region *region);
 
 /*
  * mhgm_region_mode - the mode a region uses
- * Return: MHGM_MODE_FALLBACK or MHGM_MODE_HGM, or -EBADF / -EINVAL.
+ * @region: the region
+ *
+ * Return: MHGM_MODE_FALLBACK or MHGM_MODE_HGM, or -EBADF after close,
+ * -EINVAL if @region is NULL.
  */
 int mhgm_region_mode(struct mhgm_region *region);
 
@@ -309,10 +317,15 @@ int mhgm_region_unregister(struct mhgm_region *region);
 
 /*
  * mhgm_region_alias - the alias mapping of a region
+ * @region: the region
+ *
+ * A caller may receive data straight into the alias (for pieces that are
+ * not present yet) and then call mhgm_map(), saving the copy of
+ * mhgm_place().  It must not write to pieces that are present: the guest may
+ * be using them.  The alias is unmapped by mhgm_region_close().
+ *
  * Return: the address where offset 0 of the region is mapped a second time,
- * or NULL if @region is NULL or closed.  A caller may receive data straight
- * into the alias (pieces that are not present yet) and then call
- * mhgm_map(); it must not write to pieces that are present.
+ * or NULL if @region is NULL or closed.
  */
 void *mhgm_region_alias(struct mhgm_region *region);
 
@@ -322,7 +335,8 @@ void *mhgm_region_alias(struct mhgm_region *region);
  * @addr: an address in the guest mapping, e.g. a fault address
  * @offset: on success, @addr minus the start of the guest mapping
  *
- * Return: 0, or -ERANGE if @addr is outside the region (-EBADF, -EINVAL).
+ * Return: 0, or -ERANGE if @addr is outside the region, -EBADF after close,
+ * -EINVAL if @region or @offset is NULL.
  */
 int mhgm_region_offset(struct mhgm_region *region, const void *addr,
 		       uint64_t *offset);
@@ -384,8 +398,8 @@ int mhgm_map(struct mhgm_region *region, uint64_t offset, size_t len,
 	     uint32_t flags);
 
 /* Return values of mhgm_fault() */
-#define MHGM_FAULT_MAPPED	0	/* resolved: the faulting thread runs on */
-#define MHGM_FAULT_MISSING	1	/* fetch @request, then mhgm_place() it */
+#define MHGM_FAULT_MAPPED	0	/* resolved: the thread runs on */
+#define MHGM_FAULT_MISSING	1	/* fetch @request, mhgm_place() it */
 
 struct mhgm_range {
 	uint64_t offset;
@@ -448,8 +462,7 @@ int mhgm_drop(struct mhgm_region *region, uint64_t offset, size_t len);
 
 enum mhgm_collapse_policy {
 	MHGM_COLLAPSE_MANUAL = 0,	/* only by mhgm_collapse() */
-	MHGM_COLLAPSE_ON_COMPLETE = 1,	/* inline, by the call that completed
-					   the hugepage */
+	MHGM_COLLAPSE_ON_COMPLETE = 1,	/* by the call that completes it */
 	MHGM_COLLAPSE_DEFERRED = 2,	/* queued for mhgm_collapse_pending() */
 };
 
@@ -533,17 +546,38 @@ struct mhgm_latency {
 /*
  * mhgm_histogram_new - allocate an empty histogram
  * @histp: on success, the histogram
- * Return: 0, -EINVAL if @histp is NULL, -ENOMEM.
+ *
+ * Each region has a histogram of its own (see mhgm_region_stats()); this
+ * one is for callers that want to time something else the same way, e.g.
+ * a source answering page requests.  About 15 KiB.
+ *
+ * Return: 0, or -EINVAL if @histp is NULL, -ENOMEM.
  */
 int mhgm_histogram_new(struct mhgm_histogram **histp);
 
-/* mhgm_histogram_free - free a histogram (NULL is allowed). */
+/*
+ * mhgm_histogram_free - free a histogram
+ * @hist: from mhgm_histogram_new(), or NULL (then nothing happens); must
+ *	not be in use by another thread
+ */
 void mhgm_histogram_free(struct mhgm_histogram *hist);
 
-/* mhgm_histogram_record - add one value, in nanoseconds. */
+/*
+ * mhgm_histogram_record - add one value
+ * @hist: the histogram; NULL is ignored
+ * @ns: the value, normally nanoseconds; any 64-bit value is accepted
+ *
+ * Lock-free (a few relaxed atomic operations); safe from any thread.
+ */
 void mhgm_histogram_record(struct mhgm_histogram *hist, uint64_t ns);
 
-/* mhgm_histogram_reset - forget all values; not atomic with record. */
+/*
+ * mhgm_histogram_reset - forget all values
+ * @hist: the histogram; NULL is ignored
+ *
+ * Values recorded by other threads while the reset runs may survive it
+ * in part; reset when nothing records, or accept that.
+ */
 void mhgm_histogram_reset(struct mhgm_histogram *hist);
 
 /*
@@ -561,13 +595,22 @@ int mhgm_histogram_percentile(const struct mhgm_histogram *hist,
  * mhgm_histogram_summary - count, min, max, mean, p50, p90, p99, p99.9
  * @hist: the histogram
  * @lat: filled; all zero when the histogram is empty
- * Return: 0, or -EINVAL.
+ *
+ * The percentiles are computed as mhgm_histogram_percentile() does, from
+ * one pass over the buckets, so they are consistent with each other and
+ * with @lat->count even while other threads record.
+ *
+ * Return: 0, or -EINVAL if an argument is NULL.
  */
 int mhgm_histogram_summary(const struct mhgm_histogram *hist,
 			   struct mhgm_latency *lat);
 
 /*
  * mhgm_clock_ns - the clock fault timestamps are taken from
+ *
+ * Timestamps given to mhgm_fault() must come from this clock (or from
+ * clock_gettime(CLOCK_MONOTONIC) in nanoseconds, which is the same).
+ *
  * Return: CLOCK_MONOTONIC in nanoseconds.
  */
 uint64_t mhgm_clock_ns(void);
@@ -586,7 +629,7 @@ struct mhgm_stats {
 	uint64_t hugepages_split;	/* partly mapped, or mapped in pieces */
 	uint64_t hugepages_complete;	/* every piece present */
 	uint64_t hugepages_collapsed;	/* mapped by one hugepage mapping */
-	uint64_t hugepages_queued;	/* waiting for mhgm_collapse_pending() */
+	uint64_t hugepages_queued;	/* for mhgm_collapse_pending() */
 	uint64_t pieces;		/* in the region */
 	uint64_t pieces_present;
 	uint64_t pieces_mapped;
@@ -613,7 +656,7 @@ struct mhgm_stats {
  * Counters are read without stopping other threads, so under concurrent use
  * they are each exact but not necessarily taken at the same instant.
  *
- * Return: 0, or -EBADF / -EINVAL.
+ * Return: 0, or -EBADF after close, -EINVAL if an argument is NULL.
  */
 int mhgm_region_stats(struct mhgm_region *region, struct mhgm_stats *stats);
 
@@ -623,13 +666,18 @@ int mhgm_region_stats(struct mhgm_region *region, struct mhgm_stats *stats);
  * @ns: nanoseconds from fault seen to mapped
  *
  * For callers that time faults on their own instead of through mhgm_fault().
- * Return: 0, or -EBADF / -EINVAL.
+ *
+ * Return: 0, or -EBADF after close, -EINVAL if @region is NULL.
  */
 int mhgm_region_record_latency(struct mhgm_region *region, uint64_t ns);
 
 /*
  * mhgm_region_reset_latency - empty the region's latency histogram
- * Return: 0, or -EBADF / -EINVAL.
+ * @region: the region
+ *
+ * For a new measurement interval; the other statistics are not reset.
+ *
+ * Return: 0, or -EBADF after close, -EINVAL if @region is NULL.
  */
 int mhgm_region_reset_latency(struct mhgm_region *region);
 

@@ -22,6 +22,7 @@
 #include "migration-hgm.h"
 
 #define BITS_PER_LONG	(sizeof(unsigned long) * CHAR_BIT)
+#define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
 /* Log-linear buckets: 64 exact, then 32 per power of two from 2^6 to 2^63. */
 #define HIST_SUB_BITS	5

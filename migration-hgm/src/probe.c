@@ -152,9 +152,10 @@ out:
 static int memfd_hugetlb(uint64_t hpsize)
 {
 	unsigned int flags = MFD_CLOEXEC | MFD_HUGETLB;
+	unsigned int log2 = __builtin_ctzll(hpsize);
 
 	if (hpsize)
-		flags |= (unsigned int)__builtin_ctzll(hpsize) << MFD_HUGE_SHIFT;
+		flags |= log2 << MFD_HUGE_SHIFT;
 	return memfd_create("mhgm-probe", flags);
 }
 

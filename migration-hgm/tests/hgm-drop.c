@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT OR LGPL-2.1-or-later
+/*
+ * hgm-drop: 4 KiB drop on a kernel with HGM (skips elsewhere).  Dropping a
+ * piece of a hugepage mapped whole unmaps that piece only: the rest is read
+ * without a single fault, the page cache and the hugepage pool are
+ * untouched, a fault on the dropped piece asks for that piece only, and the
+ * new data is mapped when it comes.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define NR_HP	2
+#define SEED2	0xd00d
+
+int main(void)
+{
+	struct mhgm_probe probe;
+	struct fault_server server;
+	struct mhgm_stats st;
+	struct mhgm_range req;
+	struct test_env e;
+	uint64_t ppp = SZ_2M / SZ_4K, buf[SZ_4K / 8];
+	char *data = malloc(NR_HP * SZ_2M);
+	long free_before;
+	long long bad;
+
+	watchdog(120);
+	need_hgm(SZ_2M, &probe);
+	need_hugepages(SZ_2M, NR_HP + 1);
+	env_setup(&e, SZ_2M, NR_HP, 0, false);
+	check_ret(mhgm_region_split(e.r), 0);
+	env_register(&e);
+	check_ret(mhgm_region_populate(e.r, NULL, NULL), 0);
+	pattern_fill(data, 0, e.len, e.seed);
+	check_ret(mhgm_place(e.r, 0, data, e.len, 0), 0);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.hugepages_collapsed, NR_HP);	/* continued whole */
+
+	free_before = free_hugepages(SZ_2M);
+	check_ret(mhgm_drop(e.r, 7 * SZ_4K, SZ_4K), 0);
+	check(!page_mapped(e.guest + 7 * SZ_4K), "dropped piece mapped");
+	check(page_mapped(e.guest + 6 * SZ_4K) &&
+	      page_mapped(e.guest + 8 * SZ_4K), "neighbours unmapped");
+	check_eq(free_hugepages(SZ_2M), free_before);
+	bad = pattern_check(mhgm_region_alias(e.r), 0, e.len, e.seed);
+	check(bad < 0, "page cache changed at %lld", bad);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.pieces_present, NR_HP * ppp - 1);
+	check_eq(st.pieces_mapped, NR_HP * ppp - 1);
+	check_eq(st.hugepages_split, 1);
+	check_eq(st.hugepages_collapsed, NR_HP - 1);
+	pass("drop of one piece: only it is unmapped; page cache and pool "
+	     "untouched");
+
+	/* everything else reads without a fault */
+	fault_server_start(&server, &e, false);
+	bad = pattern_check(e.guest, 0, 7 * SZ_4K, e.seed);
+	check(bad < 0, "wrong data at %lld", bad);
+	bad = pattern_check(e.guest + 8 * SZ_4K, 8 * SZ_4K,
+			    e.len - 8 * SZ_4K, e.seed);
+	check(bad < 0, "wrong data at %lld", bad);
+	check_eq(atomic_load(&server.faults), 0);
+	fault_server_stop(&server);
+	pass("the other pieces read without a fault");
+
+	check_ret(mhgm_fault(e.r, 7 * SZ_4K + 12, 0, &req),
+		  MHGM_FAULT_MISSING);
+	check_eq(req.offset, 7 * SZ_4K);
+	check_eq(req.length, SZ_4K);
+	check_ret(mhgm_fault(e.r, 6 * SZ_4K, 0, &req), MHGM_FAULT_MAPPED);
+	pattern_fill(buf, 7 * SZ_4K, SZ_4K, SEED2);
+	check_ret(mhgm_place(e.r, 7 * SZ_4K, buf, SZ_4K, 0), 0);
+	check(page_mapped(e.guest + 7 * SZ_4K), "re-placed piece unmapped");
+	bad = pattern_check(e.guest + 7 * SZ_4K, 7 * SZ_4K, SZ_4K, SEED2);
+	check(bad < 0, "new data wrong at %lld", bad);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.pieces_mapped, NR_HP * ppp);
+	check_eq(st.latency.count, 1);
+	pass("fault asks for the 4 KiB piece; new data mapped");
+
+	/* across the hugepage boundary */
+	check_ret(mhgm_drop(e.r, SZ_2M - SZ_4K, 2 * SZ_4K), 0);
+	check(!page_mapped(e.guest + SZ_2M - SZ_4K) &&
+	      !page_mapped(e.guest + SZ_2M), "dropped pieces mapped");
+	check(page_mapped(e.guest + SZ_2M - 2 * SZ_4K) &&
+	      page_mapped(e.guest + SZ_2M + SZ_4K), "neighbours unmapped");
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.hugepages_split, NR_HP);
+	check_eq(st.hugepages_collapsed, 0);
+	pass("drop across the hugepage boundary");
+	env_teardown(&e);
+	free(data);
+	return KSFT_PASS;
+}
