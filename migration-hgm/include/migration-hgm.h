@@ -58,6 +58,8 @@
  * ioctl for that hugepage); calls on different hugepages run in parallel.
  * The library never blocks on the userfaultfd, so mhgm_fault() may be called
  * from the thread that reads it -- with one exception: see mhgm_drop().
+ * The mode is fixed once the region is registered (mhgm_region_split()).
+ * mhgm_region_populate() calls its progress callback with no lock held.
  */
 #ifndef MIGRATION_HGM_H
 #define MIGRATION_HGM_H
@@ -72,13 +74,12 @@ extern "C" {
 #define MHGM_VERSION_MAJOR	0
 #define MHGM_VERSION_MINOR	1
 
-/* Kernel uAPI values the library uses, for callers whose headers lack them. */
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE		25
-#endif
-#ifndef MADV_SPLIT
-#define MADV_SPLIT		26
-#endif
+/*
+ * The madvise() advice values of the HGM uAPI (x86_64), under names of our
+ * own so they never clash with a libc that defines them.
+ */
+#define MHGM_MADV_COLLAPSE	25	/* MADV_COLLAPSE */
+#define MHGM_MADV_SPLIT		26	/* MADV_SPLIT */
 
 /* ---------------------------------------------------------------- probe */
 
@@ -111,7 +112,8 @@ struct mhgm_probe {
  * Tries each operation on a private scratch hugetlb memfd of one hugepage,
  * with a userfaultfd of its own, and undoes everything before returning: the
  * caller's memory and file descriptors are never touched.  The scratch file
- * briefly takes one free hugepage of @hpage_size from the pool.
+ * briefly takes one free hugepage of @hpage_size from the pool (the kernel
+ * zeroes it, which takes a moment for a 1 GiB page).
  *
  * Each MHGM_FEAT_* bit is set in @probe->known when the kernel gave a clear
  * answer and, if that answer was yes, in @probe->supported too.  A feature
@@ -178,6 +180,10 @@ struct mhgm_region_params {
  * enough for the block; @map_flags must be MAP_SHARED or MAP_SHARED_VALIDATE
  * (with any other flags); where /proc/self/maps can be read, the guest range
  * must be mapped shared from that very file at that offset.
+ *
+ * While the region exists the caller must not punch holes in, or truncate,
+ * the block (mhgm_drop() is how pieces are discarded), nor unmap the guest
+ * range.
  *
  * Every piece starts neither present nor mapped, or both with
  * MHGM_REGION_INIT_PRESENT (the caller wrote the block through the guest

@@ -21,6 +21,18 @@
 
 #include "migration-hgm.h"
 
+/*
+ * Internal functions shared between the source files: not exported from the
+ * shared library (see the version map), and kept out of the caller's
+ * namespace in the static one.
+ */
+#define region_enter	mhgm__region_enter
+#define region_exit	mhgm__region_exit
+#define bits_set	mhgm__bits_set
+#define bits_clear	mhgm__bits_clear
+#define bits_next	mhgm__bits_next
+#define hist_init	mhgm__hist_init
+
 #define BITS_PER_LONG	(sizeof(unsigned long) * CHAR_BIT)
 #define ARRAY_SIZE(a)	(sizeof(a) / sizeof((a)[0]))
 
@@ -140,7 +152,6 @@ void region_exit(struct mhgm_region *r);
 /* Bitmaps over global piece indices [first, last). */
 uint64_t bits_set(unsigned long *map, uint64_t first, uint64_t last);
 uint64_t bits_clear(unsigned long *map, uint64_t first, uint64_t last);
-uint64_t bits_count(const unsigned long *map, uint64_t first, uint64_t last);
 uint64_t bits_next(const unsigned long *map, bool set, uint64_t first,
 		   uint64_t last);
 

@@ -305,7 +305,8 @@ static int hp_collapse(struct mhgm_region *r, uint64_t i, int mode, int uffd,
 	}
 	if (mode != MHGM_MODE_HGM)
 		return 0;
-	if (madvise(r->guest + i * r->hpsize, r->hpsize, MADV_COLLAPSE)) {
+	if (madvise(r->guest + i * r->hpsize, r->hpsize,
+		    MHGM_MADV_COLLAPSE)) {
 		ret = errno == EINVAL ? -EOPNOTSUPP : -errno;
 		count_add(&r->c.collapse_failures, 1);
 		return ret;

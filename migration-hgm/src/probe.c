@@ -91,7 +91,7 @@ static void probe_madvise(struct probe_ctx *c, int advice, uint32_t feat)
 		answer(c->p, feat, true);
 	else if (errno == EINVAL)
 		answer(c->p, feat, false);
-	else if (advice == MADV_COLLAPSE &&
+	else if (advice == MHGM_MADV_COLLAPSE &&
 		 (errno == EAGAIN || errno == EBUSY || errno == ENOMEM))
 		answer(c->p, feat, true);	/* it tried: hugetlb accepted */
 }
@@ -151,11 +151,12 @@ out:
 
 static int memfd_hugetlb(uint64_t hpsize)
 {
-	unsigned int flags = MFD_CLOEXEC | MFD_HUGETLB;
-	unsigned int log2 = __builtin_ctzll(hpsize);
+	unsigned int flags = MFD_CLOEXEC | MFD_HUGETLB, log2;
 
-	if (hpsize)
+	if (hpsize) {
+		log2 = __builtin_ctzll(hpsize);
 		flags |= log2 << MFD_HUGE_SHIFT;
+	}
 	return memfd_create("mhgm-probe", flags);
 }
 
@@ -194,9 +195,9 @@ int mhgm_probe(uint64_t hpage_size, struct mhgm_probe *probe)
 		ret = -errno;
 		goto out;
 	}
-	probe_madvise(&c, MADV_SPLIT, MHGM_FEAT_SPLIT);
+	probe_madvise(&c, MHGM_MADV_SPLIT, MHGM_FEAT_SPLIT);
 	probe_continue(&c);
-	probe_madvise(&c, MADV_COLLAPSE, MHGM_FEAT_COLLAPSE);
+	probe_madvise(&c, MHGM_MADV_COLLAPSE, MHGM_FEAT_COLLAPSE);
 
 	if (mhgm_probe_has(probe, MHGM_FEAT_SPLIT) == 1 &&
 	    mhgm_probe_has(probe, MHGM_FEAT_MINOR) == 1 &&

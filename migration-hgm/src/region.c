@@ -72,18 +72,6 @@ uint64_t bits_clear(unsigned long *map, uint64_t first, uint64_t last)
 	return n;
 }
 
-uint64_t bits_count(const unsigned long *map, uint64_t first, uint64_t last)
-{
-	uint64_t n = 0;
-
-	if (first >= last)
-		return 0;
-	for (uint64_t w = first / BITS_PER_LONG;
-	     w <= (last - 1) / BITS_PER_LONG; w++)
-		n += __builtin_popcountl(map[w] & word_mask(first, last, w));
-	return n;
-}
-
 /* The first index in [first, last) whose bit is @set, or last. */
 uint64_t bits_next(const unsigned long *map, bool set, uint64_t first,
 		   uint64_t last)
@@ -415,7 +403,7 @@ int mhgm_region_split(struct mhgm_region *r)
 	 */
 	if (atomic_load(&r->uffd) >= 0)
 		ret = -EBUSY;
-	else if (madvise(r->guest, r->length, MADV_SPLIT))
+	else if (madvise(r->guest, r->length, MHGM_MADV_SPLIT))
 		ret = errno == EINVAL ? -EOPNOTSUPP : -errno;
 	else
 		atomic_store(&r->mode, MHGM_MODE_HGM);

@@ -57,6 +57,14 @@ static void restore_pool(void)
 	nr_restore = 0;
 }
 
+/* A crash must not leave the pool raised either. */
+static void on_fatal(int sig)
+{
+	restore_pool();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 static void on_alarm(int sig)
 {
 	static const char msg[] =
@@ -124,6 +132,11 @@ void need_hugepages(uint64_t hpsize, unsigned long count)
 			 "%s", path);
 		restore[nr_restore++].old = nr;
 		atexit(restore_pool);
+		signal(SIGSEGV, on_fatal);
+		signal(SIGBUS, on_fatal);
+		signal(SIGABRT, on_fatal);
+		signal(SIGTERM, on_fatal);
+		signal(SIGINT, on_fatal);
 	}
 	want = nr + (long)count - free_now;
 	n = snprintf(buf, sizeof(buf), "%ld\n", want);

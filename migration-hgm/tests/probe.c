@@ -88,7 +88,7 @@ static struct truth find_truth(uint64_t hpsize)
 	alias = mmap(NULL, hpsize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (guest == MAP_FAILED || alias == MAP_FAILED)
 		fail("mmap: %s", strerror(errno));
-	t.split = madv_answer(guest, hpsize, MADV_SPLIT);
+	t.split = madv_answer(guest, hpsize, MHGM_MADV_SPLIT);
 	alias[SZ_4K] = 7;	/* allocates the page */
 
 	uffd = uffd_open(UFFD_FEATURE_MINOR_HUGETLBFS);
@@ -111,7 +111,7 @@ static struct truth find_truth(uint64_t hpsize)
 	} else if (t.minor == 0) {
 		t.cont4k = 0;
 	}
-	t.collapse = madv_answer(guest, hpsize, MADV_COLLAPSE);
+	t.collapse = madv_answer(guest, hpsize, MHGM_MADV_COLLAPSE);
 	munmap(guest, hpsize);
 	munmap(alias, hpsize);
 	close(fd);
