@@ -41,8 +41,8 @@ hgm_need_root() {
 
 # Git identity and dates used for the commits the build makes itself, so the
 # pristine base commit has the same hash on every machine.
-export GIT_AUTHOR_NAME="HGM build" GIT_AUTHOR_EMAIL="hgm-build@localhost"
-export GIT_COMMITTER_NAME="HGM build" GIT_COMMITTER_EMAIL="hgm-build@localhost"
+export GIT_AUTHOR_NAME="HGM developers" GIT_AUTHOR_EMAIL="hgm-dev@localhost"
+export GIT_COMMITTER_NAME="HGM developers" GIT_COMMITTER_EMAIL="hgm-dev@localhost"
 
 # hgm_tree COMPONENT: the cached git repository holding pristine upstream
 # (tag "upstream") and the patched tree the build uses (branch "hgm-build").
