@@ -87,6 +87,21 @@ if [ "$(cat .git/hgm-queue 2>/dev/null)" = "$stamp" ] &&
 fi
 rm -f .git/hgm-queue
 git am --abort >/dev/null 2>&1 || true
+
+# Re-applying the queue rewrites every file it touches.  Remember those
+# files' times, so the ones whose content ends up unchanged can get them
+# back and are not rebuilt.
+old=$(git rev-parse -q --verify HEAD || true)
+mtimes=$(mktemp)
+{
+	[ -z "$old" ] || git diff --name-only refs/tags/upstream "$old"
+	for p in "${patches[@]}"; do
+		git apply --numstat "$p" 2>/dev/null | cut -f3 || true
+	done
+} | sort -u | while read -r f; do
+	if [ -f "$f" ]; then stat -c '%Y %n' -- "$f"; fi
+done >"$mtimes" || true
+
 git checkout -q -f -B hgm-build refs/tags/upstream
 for p in "${patches[@]}"; do
 	if ! GIT_COMMITTER_DATE="2000-01-01T00:00:00Z" git am -q --no-3way --keep-cr "$p" >/dev/null 2>am.err; then
@@ -97,6 +112,15 @@ for p in "${patches[@]}"; do
 	fi
 done
 rm -f am.err
+if [ -n "$old" ]; then
+	changed=$(git diff --name-only "$old" HEAD)
+	while read -r t f; do
+		if [ -f "$f" ] && ! grep -qxF -- "$f" <<<"$changed"; then
+			touch -d "@$t" -- "$f"
+		fi
+	done <"$mtimes"
+fi
+rm -f "$mtimes"
 echo "$stamp" >.git/hgm-queue
 hgm_log "$comp: $want + ${#patches[@]} patches applied"
 echo "$want + ${#patches[@]} patches"  >.git/hgm-version
