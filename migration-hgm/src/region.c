@@ -40,7 +40,9 @@ static unsigned long word_mask(uint64_t first, uint64_t last, uint64_t w)
 	return m;
 }
 
-uint64_t bits_set(unsigned long *map, uint64_t first, uint64_t last)
+/* Set or clear the bits [first, last); return how many changed. */
+static uint64_t bits_update(unsigned long *map, uint64_t first, uint64_t last,
+			    bool set)
 {
 	uint64_t n = 0;
 
@@ -49,27 +51,22 @@ uint64_t bits_set(unsigned long *map, uint64_t first, uint64_t last)
 	for (uint64_t w = first / BITS_PER_LONG;
 	     w <= (last - 1) / BITS_PER_LONG; w++) {
 		unsigned long m = word_mask(first, last, w);
+		unsigned long changed = m & (set ? ~map[w] : map[w]);
 
-		n += __builtin_popcountl(m & ~map[w]);
-		map[w] |= m;
+		n += __builtin_popcountl(changed);
+		map[w] ^= changed;
 	}
 	return n;
 }
 
+uint64_t bits_set(unsigned long *map, uint64_t first, uint64_t last)
+{
+	return bits_update(map, first, last, true);
+}
+
 uint64_t bits_clear(unsigned long *map, uint64_t first, uint64_t last)
 {
-	uint64_t n = 0;
-
-	if (first >= last)
-		return 0;
-	for (uint64_t w = first / BITS_PER_LONG;
-	     w <= (last - 1) / BITS_PER_LONG; w++) {
-		unsigned long m = word_mask(first, last, w);
-
-		n += __builtin_popcountl(m & map[w]);
-		map[w] &= ~m;
-	}
-	return n;
+	return bits_update(map, first, last, false);
 }
 
 /* The first index in [first, last) whose bit is @set, or last. */
