@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * minor-fault-latency: today's (upstream) behaviour of userfaultfd minor
- * faults on hugetlb, the baseline HGM is measured against.
+ * minor-fault-latency: userfaultfd minor-fault latency on hugetlb, today's
+ * (upstream) behaviour beside high-granularity mapping (HGM).
  *
  * A hugetlb memfd is mapped shared twice: the "guest" mapping, registered
  * with userfaultfd in minor mode, and the "alias", through which data is
@@ -15,6 +15,12 @@
  *   copy     the data arrives on demand: the handler writes the whole
  *            hugepage through the alias before mapping it, as a postcopy
  *            destination must receive the whole hugepage first.
+ *   hgm      the same with HGM: the guest mapping is split (MADV_SPLIT),
+ *            and the handler writes and maps (UFFDIO_CONTINUE) only the
+ *            4 KiB piece that faulted.  After each round the rest is
+ *            written and the hugepages are collapsed (MADV_COLLAPSE), so
+ *            the same whole-mapping check runs.  Skipped on kernels
+ *            without HGM.
  *
  * Every worker checks the 4 KiB it touched, and after each round the whole
  * guest mapping is compared with what was written.  Latency (fault seen by
@@ -46,7 +52,14 @@
 #define KSFT_SKIP 4
 #define PIECE 4096UL
 
-enum fill_mode { FILL_PRESENT, FILL_COPY };
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef MADV_SPLIT
+#define MADV_SPLIT 26
+#endif
+
+enum fill_mode { FILL_PRESENT, FILL_COPY, FILL_HGM };
 
 struct sample_set {
 	uint64_t *ns;
@@ -64,7 +77,7 @@ struct run {
 	int memfd, uffd;
 	char *guest, *alias;
 	unsigned int round;	/* pattern generation of the current round */
-	bool *placed;		/* per hugepage: resolved in this round */
+	bool *placed;		/* per unit (hugepage, or piece for HGM): resolved */
 	uint64_t template[PIECE / 8];
 
 	pthread_barrier_t start;
@@ -176,8 +189,25 @@ static const char *size_name(size_t hpsize)
 
 static const char *mode_name(enum fill_mode m)
 {
-	return m == FILL_PRESENT ? "present: CONTINUE whole page" :
-				   "copy: write whole page + CONTINUE";
+	switch (m) {
+	case FILL_PRESENT:
+		return "present: CONTINUE whole page";
+	case FILL_COPY:
+		return "copy: write whole page + CONTINUE";
+	default:
+		return "hgm: write 4 KiB + CONTINUE 4 KiB";
+	}
+}
+
+/* The unit a fault is resolved in: a hugepage, or a 4 KiB piece with HGM. */
+static size_t unit_size(const struct run *r)
+{
+	return r->mode == FILL_HGM ? PIECE : r->hpsize;
+}
+
+static size_t nr_units(const struct run *r)
+{
+	return r->npages * r->hpsize / unit_size(r);
 }
 
 static void print_header(void)
@@ -205,26 +235,31 @@ static void print_stats(struct run *r)
 	fflush(stdout);
 }
 
-/* Resolve one reported fault: whole-hugepage placement, as upstream. */
+/*
+ * Resolve one reported fault: whole-hugepage placement, as upstream, or
+ * with HGM just the 4 KiB piece.
+ */
 static int resolve(struct run *r, uint64_t addr)
 {
-	size_t page = (addr - (uintptr_t)r->guest) / r->hpsize;
+	size_t unit = unit_size(r), i = (addr - (uintptr_t)r->guest) / unit;
 	struct uffdio_continue cont = {
 		.range = {
-			.start = (uintptr_t)r->guest + page * r->hpsize,
-			.len = r->hpsize,
+			.start = (uintptr_t)r->guest + i * unit,
+			.len = unit,
 		},
 	};
 	struct uffdio_range wake = cont.range;
 
-	if (page >= r->npages) {
+	if (i >= nr_units(r)) {
 		fprintf(stderr, "fault at %#" PRIx64 " outside the region\n", addr);
 		return -1;
 	}
-	if (!r->placed[page]) {
+	if (!r->placed[i]) {
 		if (r->mode == FILL_COPY)
-			fill_hugepage(r, page);
-		r->placed[page] = true;
+			fill_hugepage(r, i);
+		else if (r->mode == FILL_HGM)
+			fill_piece(r, r->alias + i * PIECE, i * PIECE);
+		r->placed[i] = true;
 		if (!ioctl(r->uffd, UFFDIO_CONTINUE, &cont))
 			return 0;
 		if (errno != EEXIST) {
@@ -327,6 +362,24 @@ static int verify_all(struct run *r)
 	return 0;
 }
 
+/*
+ * End of an HGM round: write the pieces no worker faulted on and collapse
+ * the hugepages, which maps them whole again (faulting 262144 pieces of a
+ * 1 GiB page one by one would take long in the lab).
+ */
+static int finish_hgm_round(struct run *r)
+{
+	for (size_t i = 0; i < nr_units(r); i++) {
+		if (!r->placed[i])
+			fill_piece(r, r->alias + i * PIECE, i * PIECE);
+	}
+	if (madvise(r->guest, r->npages * r->hpsize, MADV_COLLAPSE)) {
+		perror("madvise(MADV_COLLAPSE)");
+		return -1;
+	}
+	return 0;
+}
+
 static int uffd_open(void)
 {
 	struct uffdio_api api = {
@@ -424,6 +477,16 @@ static int run_case(struct run *r)
 		perror("fallocate");
 		goto out;
 	}
+	if (r->mode == FILL_HGM && madvise(r->guest, len, MADV_SPLIT)) {
+		if (errno != EINVAL) {
+			perror("madvise(MADV_SPLIT)");
+			goto out;
+		}
+		printf("%-5s %-36s skipped: kernel without HGM (MADV_SPLIT: EINVAL)\n",
+		       size_name(r->hpsize), mode_name(r->mode));
+		ret = KSFT_SKIP;
+		goto out;
+	}
 	r->uffd = uffd_open();
 	if (r->uffd < 0) {
 		printf("skipped: userfaultfd with minor hugetlbfs faults: %s\n", strerror(-r->uffd));
@@ -436,7 +499,7 @@ static int run_case(struct run *r)
 		perror("UFFDIO_REGISTER(MINOR)");
 		goto out;
 	}
-	r->placed = calloc(r->npages, sizeof(*r->placed));
+	r->placed = calloc(nr_units(r), sizeof(*r->placed));
 	tids = calloc(r->threads, sizeof(*tids));
 	w = calloc(r->threads, sizeof(*w));
 	if (!r->placed || !tids || !w)
@@ -447,7 +510,7 @@ static int run_case(struct run *r)
 	for (unsigned int round = 0; round < r->rounds && !r->failed; round++) {
 		r->round = round + 1;
 		make_template(r);
-		memset(r->placed, 0, r->npages * sizeof(*r->placed));
+		memset(r->placed, 0, nr_units(r) * sizeof(*r->placed));
 		if (r->mode == FILL_PRESENT) {
 			for (size_t page = 0; page < r->npages; page++)
 				fill_hugepage(r, page);
@@ -467,9 +530,14 @@ static int run_case(struct run *r)
 			pthread_join(tids[t], NULL);
 		pthread_barrier_destroy(&r->start);
 		/* Fault in what the workers did not touch, then compare all. */
-		for (size_t page = 0; page < r->npages; page++) {
-			if (!r->placed[page] && r->mode == FILL_COPY)
-				fill_hugepage(r, page);
+		if (r->mode == FILL_HGM) {
+			if (finish_hgm_round(r))
+				r->failed = 1;
+		} else {
+			for (size_t page = 0; page < r->npages; page++) {
+				if (!r->placed[page] && r->mode == FILL_COPY)
+					fill_hugepage(r, page);
+			}
 		}
 		if (verify_all(r))
 			r->failed = 1;
@@ -513,8 +581,8 @@ static void usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [--size 2M|1G] [--pages N] [--threads N] [--rounds N]\n"
-		"          [--mode present|copy]\n"
-		"Without --size, runs the baseline set: 2 MiB and 1 GiB pages, both modes.\n",
+		"          [--mode present|copy|hgm]\n"
+		"Without --size, runs the set: 2 MiB and 1 GiB pages, every mode.\n",
 		prog);
 	exit(2);
 }
@@ -536,6 +604,8 @@ int main(int argc, char **argv)
 		{ .hpsize = 2ul << 20, .npages = 32, .threads = 4, .rounds = 2, .mode = FILL_COPY },
 		{ .hpsize = 1ul << 30, .npages = 1, .threads = 1, .rounds = 16, .mode = FILL_PRESENT },
 		{ .hpsize = 1ul << 30, .npages = 1, .threads = 4, .rounds = 2, .mode = FILL_COPY },
+		{ .hpsize = 2ul << 20, .npages = 32, .threads = 4, .rounds = 2, .mode = FILL_HGM },
+		{ .hpsize = 1ul << 30, .npages = 1, .threads = 4, .rounds = 4, .mode = FILL_HGM },
 	};
 	struct run one = { .hpsize = 0, .npages = 4, .threads = 4, .rounds = 4, .mode = FILL_PRESENT };
 	struct run *runs = set;
@@ -553,6 +623,8 @@ int main(int argc, char **argv)
 				one.mode = FILL_PRESENT;
 			else if (!strcmp(optarg, "copy"))
 				one.mode = FILL_COPY;
+			else if (!strcmp(optarg, "hgm"))
+				one.mode = FILL_HGM;
 			else
 				usage(argv[0]);
 			break;
@@ -566,9 +638,9 @@ int main(int argc, char **argv)
 		nruns = 1;
 	}
 
-	printf("userfaultfd minor faults on shared hugetlb, upstream behaviour:\n"
-	       "each fault is resolved by UFFDIO_CONTINUE of the whole hugepage\n"
-	       "(latency: worker's access -> access completed)\n");
+	printf("userfaultfd minor faults on shared hugetlb: upstream, each fault is\n"
+	       "resolved by UFFDIO_CONTINUE of the whole hugepage; hgm, of the 4 KiB\n"
+	       "piece (latency: worker's access -> access completed)\n");
 	print_header();
 	for (size_t i = 0; i < nruns; i++) {
 		int ret = run_case(&runs[i]);
