@@ -211,10 +211,11 @@ int mhgm_region_create(const struct mhgm_region_params *params,
  * @region: the region
  *
  * Waits for calls in progress on @region to return, unregisters the guest
- * range from the userfaultfd if mhgm_region_register() registered it (which
- * wakes any thread still waiting on a fault there: it then reads whatever is
- * in the page cache), unmaps the alias and closes the library's copy of the
- * file descriptor.  The guest mapping and the page cache are left as they are.
+ * range from the userfaultfd if mhgm_region_register() registered it and
+ * wakes the threads still waiting on a fault there, as
+ * mhgm_region_unregister() does (they then map whatever is in the page
+ * cache), unmaps the alias and closes the library's copy of the file
+ * descriptor.  The guest mapping and the page cache are left as they are.
  * Later calls on @region return -EBADF; statistics can no longer be read.
  *
  * Return: 0, or -EBADF if @region was already closed, -EINVAL if NULL.
@@ -260,13 +261,14 @@ int mhgm_region_populate(struct mhgm_region *region, mhgm_progress_fn progress,
  * @region: the region
  *
  * Issues madvise(MADV_SPLIT) on the guest range.  On success the region uses
- * MHGM_MODE_HGM from now on: pieces are mapped 4 KiB at a time and
- * mhgm_drop() unmaps only the dropped pieces.  When the kernel refuses,
- * the region keeps MHGM_MODE_FALLBACK, which works the same through this
- * API.  Call it before mhgm_region_register() (the mode must not change
- * while faults are being served); pieces placed before are kept, and a
- * region created with MHGM_REGION_INIT_PRESENT may be split and then have
- * single pieces dropped.  Calling it again in HGM mode does nothing.
+ * MHGM_MODE_HGM from now on: pieces are mapped 4 KiB at a time, and after
+ * mhgm_drop() only the dropped pieces are asked for again (see there).  When
+ * the kernel refuses, the region keeps MHGM_MODE_FALLBACK, which works the
+ * same through this API.  Call it before mhgm_region_register() (the mode
+ * must not change while faults are being served); pieces placed before are
+ * kept, and a region created with MHGM_REGION_INIT_PRESENT may be split and
+ * then have single pieces dropped.  Calling it again in HGM mode does
+ * nothing.
  *
  * Return: 0 on success, or a negative errno:
  *   -EOPNOTSUPP  the kernel has no HGM for this mapping (EINVAL from madvise);
@@ -314,10 +316,18 @@ int mhgm_region_register(struct mhgm_region *region, int uffd);
  * mhgm_region_unregister - undo mhgm_region_register()
  * @region: the region
  *
- * Issues UFFDIO_UNREGISTER on the guest range, which wakes any thread waiting
- * on a fault there, and forgets the userfaultfd.
+ * Issues UFFDIO_UNREGISTER on the guest range and forgets the userfaultfd,
+ * then UFFDIO_WAKE on the range: the kernel wakes the threads waiting on a
+ * fault when it unregisters a missing-mode range but not a minor-mode one.
+ * Woken threads fault again on the unregistered range and map whatever is
+ * in the page cache.  Fault messages already queued on the userfaultfd stay
+ * there; mhgm_fault() then returns -ENOENT for them.
  *
- * Return: 0 on success, -ENOENT if not registered, or the ioctl's error.
+ * Return: 0 on success, or a negative errno:
+ *   -ENOENT  @region is not registered;
+ *   other    UFFDIO_UNREGISTER failed: the range stays registered, nothing
+ *            was woken; or UFFDIO_WAKE failed: the range is unregistered,
+ *            but threads waiting on it may not have been woken.
  */
 int mhgm_region_unregister(struct mhgm_region *region);
 
@@ -422,10 +432,12 @@ struct mhgm_range {
  * @request: on MHGM_FAULT_MISSING, the range to fetch; may be NULL
  *
  * If the faulting piece is present (in fallback mode: if its whole hugepage
- * is), maps it, wakes the faulting thread, records the latency since
- * @fault_ns and returns MHGM_FAULT_MAPPED.  A fault on a piece the library
- * believes mapped is answered with UFFDIO_WAKE after UFFDIO_CONTINUE finds
- * it mapped, so a fault that raced with mhgm_place() is never lost.
+ * is), maps it together with the other present pieces of its hugepage that
+ * are not mapped yet (MHGM_PLACE_NOMAP, a drop before registration), wakes
+ * the faulting thread, records the latency since @fault_ns and returns
+ * MHGM_FAULT_MAPPED.  A fault on a piece the library believes mapped is
+ * answered with UFFDIO_WAKE after UFFDIO_CONTINUE finds it mapped, so a
+ * fault that raced with mhgm_place() is never lost.
  * Otherwise the fault is noted (once per piece) so that the mhgm_place() or
  * mhgm_map() that maps the piece records its latency, and the function
  * returns MHGM_FAULT_MISSING with @request set to what the caller should ask
@@ -447,20 +459,28 @@ int mhgm_fault(struct mhgm_region *region, uint64_t offset, uint64_t fault_ns,
  * @len: a multiple of the piece size
  *
  * For the pages a source re-dirtied (postcopy discard): unmaps the range from
- * the guest with madvise(MADV_DONTNEED) and clears its present and mapped
- * state, without discarding any hugepage from the page cache (no hole is
- * punched and no hugepage is freed).  In HGM mode only the range is unmapped;
- * in fallback mode each hugepage touched is unmapped whole (its other pieces
- * stay present and are mapped again when the dropped ones come back).  The
- * next guest access to a dropped piece faults, and mhgm_fault() then asks
- * for it.  Collapsed hugepages lose that state.
+ * the guest and clears its present and mapped state, without discarding any
+ * hugepage from the page cache (no hole is punched and no hugepage is freed).
+ * The kernel unmaps hugetlb memory in whole hugepages only, even on a split
+ * mapping, so each hugepage the range touches is unmapped whole with
+ * madvise(MADV_DONTNEED); its other pieces stay present.  In HGM mode on a
+ * registered region, those that were mapped are mapped again at once with
+ * UFFDIO_CONTINUE, so only the dropped pieces fault.  Otherwise (fallback
+ * mode, or not registered yet) they are mapped again later: in fallback mode
+ * with the whole hugepage once the dropped pieces come back, in HGM mode by
+ * the first fault on any of them, which maps every present piece of the
+ * hugepage.  The next guest access to a dropped piece faults, and
+ * mhgm_fault() then asks for that piece.  Collapsed hugepages lose that
+ * state.
  *
  * If the userfaultfd was set up with UFFD_FEATURE_EVENT_REMOVE, the kernel
  * makes madvise wait until the UFFD_EVENT_REMOVE message is read: then do
  * not call mhgm_drop() from the thread that reads the userfaultfd.
  *
- * Return: 0 on success, or the negative errno from madvise(); state is
- * cleared only for hugepages whose unmap succeeded.
+ * Return: 0 on success, or a negative errno: from madvise(), and then
+ * state is cleared only for the hugepages whose unmap succeeded; or from
+ * UFFDIO_CONTINUE (as mhgm_place()) when mapping the kept pieces again,
+ * and then the pieces not mapped again are marked unmapped (still present).
  */
 int mhgm_drop(struct mhgm_region *region, uint64_t offset, size_t len);
 
@@ -500,12 +520,19 @@ int mhgm_region_set_collapse(struct mhgm_region *region,
  *
  * For each hugepage of the range whose pieces are all present and that is
  * not mapped whole: maps the pieces not yet mapped (registered regions only),
- * then in HGM mode issues madvise(MADV_COLLAPSE) on it -- or, when none of its
- * pieces was mapped, maps it whole with one UFFDIO_CONTINUE, which needs no
- * collapse.  In fallback mode complete hugepages are mapped whole (such
- * hugepages exist only after MHGM_PLACE_NOMAP).  Hugepages with missing
- * pieces are skipped.  At the end of postcopy, mhgm_collapse() of the whole
- * region leaves every hugepage mapped whole.
+ * then in HGM mode issues madvise(MADV_COLLAPSE) on that one hugepage, which
+ * replaces the PTEs and PMDs mapping its pieces with one hugepage-sized
+ * entry and frees their page tables -- or, when none of its pieces was
+ * mapped, maps it whole with one UFFDIO_CONTINUE, which needs no collapse.
+ * MADV_COLLAPSE maps the pieces that were not mapped too, so on a region
+ * that is not registered a hugepage with some pieces mapped is collapsed
+ * all the same; one with none mapped is left unmapped (the guest then
+ * faults it in whole).  MADV_COLLAPSE is never issued on a hugepage with
+ * missing pieces: the kernel would map them, stale data and all.  In
+ * fallback mode complete hugepages are mapped whole (such hugepages exist
+ * only after MHGM_PLACE_NOMAP).  Hugepages with missing pieces are skipped.
+ * At the end of postcopy, mhgm_collapse() of the whole (registered) region
+ * leaves every hugepage mapped whole.
  *
  * Return: 0 on success, or the first negative errno met (the other hugepages
  * are still processed, except after -EOPNOTSUPP):

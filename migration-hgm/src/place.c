@@ -261,6 +261,50 @@ static int hp_map(struct mhgm_region *r, uint64_t i, uint64_t first,
 	return 0;
 }
 
+/*
+ * Drop pieces [first, last) of hugepage @i: unmap them from the guest and
+ * forget them.  The kernel unmaps hugetlb memory in whole hugepages only,
+ * even where the mapping is split (MADV_DONTNEED wants a hugepage-aligned
+ * start and rounds the length down to whole hugepages), so the whole
+ * hugepage is unmapped.  On a shared mapping that frees nothing: the page
+ * cache keeps every piece.  In HGM mode on a registered region, the pieces
+ * that were mapped and are kept are mapped again at once; otherwise they
+ * stay present and are mapped again by the next call that maps the
+ * hugepage or a fault on them.  Hugepage lock held.
+ */
+static int hp_drop(struct mhgm_region *r, uint64_t i, uint64_t first,
+		   uint64_t last, int mode, int uffd)
+{
+	struct hpage *h = &r->hp[i];
+	uint64_t base = i * r->ppp, end = base + r->ppp, dropped, p, q;
+	int ret = 0;
+
+	if (madvise(r->guest + i * r->hpsize, r->hpsize, MADV_DONTNEED))
+		return -errno;
+	dropped = bits_clear(r->present, first, last);
+	h->nr_present -= dropped;
+	count_add(&r->c.pieces_dropped, dropped);
+	h->flags &= ~HP_WHOLE;
+	if (mode != MHGM_MODE_HGM || uffd < 0) {
+		h->nr_mapped -= bits_clear(r->mapped, base, end);
+		return 0;
+	}
+	h->nr_mapped -= bits_clear(r->mapped, first, last);
+	/* each run of pieces still marked mapped; after a failure, forget it */
+	for (p = base; p < end; p = q) {
+		p = bits_next(r->mapped, true, p, end);
+		q = bits_next(r->mapped, false, p, end);
+		if (p == q)
+			break;
+		if (!ret)
+			ret = uffd_continue(r, uffd, p * r->piece,
+					    (q - p) * r->piece, r->piece);
+		if (ret)
+			h->nr_mapped -= bits_clear(r->mapped, p, q);
+	}
+	return ret;
+}
+
 static void hp_enqueue(struct mhgm_region *r, uint64_t i, bool notify)
 {
 	struct hpage *h = &r->hp[i];
@@ -283,19 +327,25 @@ static void hp_enqueue(struct mhgm_region *r, uint64_t i, bool notify)
 /*
  * Collapse hugepage @i if all its pieces are present and it is not mapped
  * whole yet; *done counts it on success.  Hugepage lock held.
+ *
+ * MADV_COLLAPSE maps whole each hugepage of its range that is mapped in
+ * pieces, pieces that were not mapped included, and leaves alone those
+ * mapped whole or not at all.  So it is only ever issued on one complete
+ * hugepage: on an incomplete one it would map pieces that never arrived.
+ * What it would leave alone, a hugepage with nothing mapped, is mapped
+ * whole by UFFDIO_CONTINUE, or left unmapped on an unregistered region.
  */
 static int hp_collapse(struct mhgm_region *r, uint64_t i, int mode, int uffd,
 		       uint64_t *done)
 {
 	struct hpage *h = &r->hp[i];
+	uint64_t base = i * r->ppp;
 	int ret;
 
 	if ((h->flags & HP_WHOLE) || h->nr_present != r->ppp)
 		return 0;
-	if (h->nr_mapped < r->ppp) {
-		if (uffd < 0)
-			return 0;	/* cannot map the rest: not now */
-		ret = hp_map(r, i, i * r->ppp, (i + 1) * r->ppp, mode, uffd);
+	if (h->nr_mapped < r->ppp && uffd >= 0) {
+		ret = hp_map(r, i, base, base + r->ppp, mode, uffd);
 		if (ret)
 			return ret;
 		if (h->flags & HP_WHOLE) {
@@ -303,7 +353,7 @@ static int hp_collapse(struct mhgm_region *r, uint64_t i, int mode, int uffd,
 			return 0;
 		}
 	}
-	if (mode != MHGM_MODE_HGM)
+	if (mode != MHGM_MODE_HGM || !h->nr_mapped)
 		return 0;
 	if (madvise(r->guest + i * r->hpsize, r->hpsize,
 		    MHGM_MADV_COLLAPSE)) {
@@ -312,6 +362,7 @@ static int hp_collapse(struct mhgm_region *r, uint64_t i, int mode, int uffd,
 		return ret;
 	}
 	count_add(&r->c.collapses, 1);
+	set_mapped(r, h, base, base + r->ppp);
 	h->flags |= HP_WHOLE;
 	(*done)++;
 	return 0;
@@ -520,7 +571,13 @@ int mhgm_fault(struct mhgm_region *r, uint64_t offset, uint64_t fault_ns,
 		if (!ret)
 			resolve_waiters(r, h, p, p + 1);
 	} else {
-		ret = hp_map(r, i, p, p + 1, mode, uffd);
+		/*
+		 * Every present piece of the hugepage, not just this one:
+		 * after a drop before registration, or MHGM_PLACE_NOMAP, its
+		 * neighbours are present but unmapped, and would otherwise
+		 * each fault on their own.
+		 */
+		ret = hp_map(r, i, i * r->ppp, (i + 1) * r->ppp, mode, uffd);
 		if (!ret)
 			hp_completed(r, i, mode, uffd);
 	}
@@ -541,7 +598,7 @@ out:
 int mhgm_drop(struct mhgm_region *r, uint64_t offset, size_t len)
 {
 	uint64_t i, first, last;
-	int ret, mode;
+	int ret, mode, uffd;
 
 	ret = region_enter(r);
 	if (ret)
@@ -550,31 +607,13 @@ int mhgm_drop(struct mhgm_region *r, uint64_t offset, size_t len)
 	if (ret)
 		goto out;
 	mode = atomic_load(&r->mode);
+	uffd = atomic_load(&r->uffd);
 	for_each_hp(r, offset, len, i) {
-		struct hpage *h = &r->hp[i];
-		uint64_t base = i * r->ppp, zfirst, zlast, dropped;
 		struct hp_snap s;
 
 		hp_pieces(r, i, offset, len, &first, &last);
-		zfirst = first;
-		zlast = last;
-		/* Fallback: a hugepage is mapped whole or not at all. */
-		if (mode != MHGM_MODE_HGM) {
-			zfirst = base;
-			zlast = base + r->ppp;
-		}
 		hp_begin(r, i, &s);
-		/* On a shared mapping this only unmaps: no page is freed. */
-		if (madvise(r->guest + zfirst * r->piece,
-			    (zlast - zfirst) * r->piece, MADV_DONTNEED)) {
-			ret = -errno;
-		} else {
-			dropped = bits_clear(r->present, first, last);
-			h->nr_present -= dropped;
-			count_add(&r->c.pieces_dropped, dropped);
-			h->nr_mapped -= bits_clear(r->mapped, zfirst, zlast);
-			h->flags &= ~HP_WHOLE;
-		}
+		ret = hp_drop(r, i, first, last, mode, uffd);
 		hp_end(r, i, &s);
 		if (ret)
 			break;

@@ -316,8 +316,35 @@ fail:
 	return ret;
 }
 
+/*
+ * UFFDIO_UNREGISTER the guest range, then UFFDIO_WAKE it: the kernel wakes
+ * the threads waiting on a fault when it unregisters a missing-mode range,
+ * but not a minor-mode one, and those would sleep forever.  Woken, they
+ * fault again on a range that is no longer registered and map whatever the
+ * page cache holds.  No wake when the unregistration fails: the threads
+ * would only fault and wait again.  Returns 0 or a negative errno, and in
+ * *@unregistered whether the range is unregistered.
+ */
+static int uffd_unregister(struct mhgm_region *r, int uffd,
+			   bool *unregistered)
+{
+	struct uffdio_range range = {
+		.start = (uintptr_t)r->guest,
+		.len = r->length,
+	};
+
+	*unregistered = false;
+	if (ioctl(uffd, UFFDIO_UNREGISTER, &range))
+		return -errno;
+	*unregistered = true;
+	if (ioctl(uffd, UFFDIO_WAKE, &range))
+		return -errno;
+	return 0;
+}
+
 int mhgm_region_close(struct mhgm_region *r)
 {
+	bool unregistered;
 	int uffd;
 
 	if (!r)
@@ -329,14 +356,9 @@ int mhgm_region_close(struct mhgm_region *r)
 	}
 	r->closed = true;
 	uffd = atomic_exchange(&r->uffd, -1);
-	if (uffd >= 0) {
-		struct uffdio_range range = {
-			.start = (uintptr_t)r->guest,
-			.len = r->length,
-		};
-
-		ioctl(uffd, UFFDIO_UNREGISTER, &range);
-	}
+	/* Closing anyway: a caller could do nothing about a failure here. */
+	if (uffd >= 0)
+		uffd_unregister(r, uffd, &unregistered);
 	munmap(r->alias, r->length);
 	r->alias = NULL;
 	close(r->fd);
@@ -459,6 +481,7 @@ int mhgm_region_register(struct mhgm_region *r, int uffd)
 			      (1ULL << _UFFDIO_WAKE);
 	struct uffdio_register reg;
 	uint64_t features = 0;
+	bool unregistered;
 	int ret, unread;
 
 	ret = region_enter(r);
@@ -503,7 +526,8 @@ int mhgm_region_register(struct mhgm_region *r, int uffd)
 		goto out;
 	}
 	if ((reg.ioctls & need) != need) {
-		ioctl(uffd, UFFDIO_UNREGISTER, &reg.range);
+		/* a guest thread may have faulted already: wake it */
+		uffd_unregister(r, uffd, &unregistered);
 		ret = -EOPNOTSUPP;
 		goto out;
 	}
@@ -516,24 +540,21 @@ out:
 
 int mhgm_region_unregister(struct mhgm_region *r)
 {
-	struct uffdio_range range;
 	int ret = region_enter(r);
+	bool unregistered;
 	int uffd;
 
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&r->setup);
-	range = (struct uffdio_range){
-		.start = (uintptr_t)r->guest,
-		.len = r->length,
-	};
 	uffd = atomic_load(&r->uffd);
-	if (uffd < 0)
+	if (uffd < 0) {
 		ret = -ENOENT;
-	else if (ioctl(uffd, UFFDIO_UNREGISTER, &range))
-		ret = -errno;
-	else
-		atomic_store(&r->uffd, -1);
+	} else {
+		ret = uffd_unregister(r, uffd, &unregistered);
+		if (unregistered)
+			atomic_store(&r->uffd, -1);
+	}
 	pthread_mutex_unlock(&r->setup);
 	region_exit(r);
 	return ret;

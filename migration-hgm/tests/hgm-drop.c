@@ -1,10 +1,18 @@
 // SPDX-License-Identifier: MIT OR LGPL-2.1-or-later
 /*
- * hgm-drop: 4 KiB drop on a kernel with HGM (skips elsewhere).  Dropping a
- * piece of a hugepage mapped whole unmaps that piece only: the rest is read
- * without a single fault, the page cache and the hugepage pool are
- * untouched, a fault on the dropped piece asks for that piece only, and the
- * new data is mapped when it comes.
+ * hgm-drop: 4 KiB drop on a kernel with HGM (skips elsewhere).
+ *
+ *  registered  dropping a piece of a hugepage mapped whole unmaps that piece
+ *              only: the rest is read without a single fault, the page
+ *              cache and the hugepage pool are untouched, a fault on the
+ *              dropped piece asks for that piece only, and the new data is
+ *              mapped when it comes;
+ *  precopy     the postcopy order (written through the guest mapping,
+ *              split, drop, then register): the kernel unmaps hugetlb
+ *              memory in whole hugepages only, so the hugepages of the
+ *              dropped pieces are unmapped; the first fault on each maps
+ *              all its kept pieces at once, only the dropped pieces are
+ *              asked for, and a collapse leaves every hugepage one PMD.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,9 +23,8 @@
 #define NR_HP	2
 #define SEED2	0xd00d
 
-int main(void)
+static void registered(void)
 {
-	struct mhgm_probe probe;
 	struct fault_server server;
 	struct mhgm_stats st;
 	struct mhgm_range req;
@@ -27,9 +34,6 @@ int main(void)
 	long free_before;
 	long long bad;
 
-	watchdog(120);
-	need_hgm(SZ_2M, &probe);
-	need_hugepages(SZ_2M, NR_HP + 1);
 	env_setup(&e, SZ_2M, NR_HP, 0, false);
 	check_ret(mhgm_region_split(e.r), 0);
 	env_register(&e);
@@ -93,5 +97,84 @@ int main(void)
 	pass("drop across the hugepage boundary");
 	env_teardown(&e);
 	free(data);
+}
+
+static void precopy(void)
+{
+	const uint64_t ppp = SZ_2M / SZ_4K;
+	const uint64_t dropped[] = { 7, ppp + 100 };
+	struct fault_server server;
+	struct mhgm_stats st;
+	struct test_env e;
+	char *alias;
+	long long bad;
+
+	env_setup(&e, SZ_2M, NR_HP, MHGM_REGION_INIT_PRESENT, false);
+	pattern_fill(e.guest, 0, e.len, e.seed);
+	check_ret(mhgm_region_split(e.r), 0);
+	alias = mhgm_region_alias(e.r);
+	for (unsigned int i = 0; i < 2; i++) {
+		check_ret(mhgm_drop(e.r, dropped[i] * SZ_4K, SZ_4K), 0);
+		/* stale data the source must replace */
+		memset(alias + dropped[i] * SZ_4K, 0xee, SZ_4K);
+	}
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.pieces_present, NR_HP * ppp - 2);
+	check_eq(st.pieces_mapped, 0);
+	check_eq(st.pieces_dropped, 2);
+	for (uint64_t o = 0; o < e.len; o += SZ_4K)
+		check(!page_mapped(e.guest + o), "offset %llu still mapped",
+		      (unsigned long long)o);
+	pass("precopy: drop before registration unmaps the hugepages of the "
+	     "dropped pieces, keeps the rest present");
+
+	env_register(&e);
+	fault_server_start(&server, &e, false);
+	for (uint64_t p = 0; p < NR_HP * ppp; p++) {
+		if (p == dropped[0] || p == dropped[1])
+			continue;
+		bad = pattern_check(e.guest + p * SZ_4K, p * SZ_4K, SZ_4K,
+				    e.seed);
+		check(bad < 0, "wrong data at %lld", bad);
+	}
+	/* the server counts after mhgm_fault() returns: count in the library */
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.faults, NR_HP);
+	check_eq(atomic_load(&server.missing), 0);
+	for (unsigned int i = 0; i < 2; i++) {
+		uint64_t o = dropped[i] * SZ_4K;
+
+		bad = pattern_check(e.guest + o, o, SZ_4K, e.seed);
+		check(bad < 0, "dropped piece: wrong data at %lld", bad);
+	}
+	fault_server_stop(&server);
+	check_eq(atomic_load(&server.missing), 2);
+	check_eq(atomic_load(&server.max_request), SZ_4K);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.pieces_mapped, NR_HP * ppp);
+	check_eq(st.pieces_copied, 2);
+	pass("precopy: one fault per hugepage maps its kept pieces; only the "
+	     "2 dropped pieces fetched, new data mapped");
+
+	check_ret(mhgm_collapse(e.r, 0, e.len, NULL), 0);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.hugepages_collapsed, NR_HP);
+	check_eq(smaps_field(e.guest, "HugetlbPteMapped"), 0);
+	check_eq(smaps_field(e.guest, "HugetlbPmdMapped"), e.len >> 10);
+	bad = pattern_check(e.guest, 0, e.len, e.seed);
+	check(bad < 0, "wrong data after collapse at %lld", bad);
+	pass("precopy: collapsed to one PMD per hugepage, data verified");
+	env_teardown(&e);
+}
+
+int main(void)
+{
+	struct mhgm_probe probe;
+
+	watchdog(120);
+	need_hgm(SZ_2M, &probe);
+	need_hugepages(SZ_2M, NR_HP + 1);
+	registered();
+	precopy();
 	return KSFT_PASS;
 }

@@ -428,19 +428,12 @@ static void bit_set(unsigned long *map, uint64_t i)
 
 /*
  * Unregister the guest range, so that no access waits for a fault thread
- * any more (it reads whatever the page cache holds), and wake the accesses
- * waiting already: UFFDIO_UNREGISTER wakes them only for missing-mode
- * registrations, not for minor mode.
+ * any more (it reads whatever the page cache holds); the library also wakes
+ * the accesses waiting already.
  */
 static void row_release(struct row *r)
 {
-	struct uffdio_range range = {
-		.start = (uintptr_t)r->guest,
-		.len = r->len,
-	};
-
 	mhgm_region_unregister(r->region);
-	ioctl(r->uffd, UFFDIO_WAKE, &range);
 }
 
 /* Record the first failure and let the workers go: the row fails. */
