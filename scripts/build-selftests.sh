@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # build-selftests.sh [--stamp FILE]: build the kernel's mm selftests from the
-# patched tree into $HGM_CACHE/build/selftests-mm, against the uAPI headers
-# of the lab kernel build (scripts/build-kernel.sh installs them).
+# patched tree into $HGM_CACHE/build/selftests-mm, and KVM's
+# demand_paging_test (with its HGM mode) into $HGM_CACHE/build/selftests-kvm,
+# against the uAPI headers of the lab kernel build (scripts/build-kernel.sh
+# installs them).
 set -euo pipefail
 . "$(dirname "$0")/hgm-common.sh"
 
@@ -23,5 +25,13 @@ hgm_step "build mm selftests (${#targets[@]} programs)" make -s -C "$src/tools/t
 	-j"$(nproc)" OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" "${targets[@]}" >"$out/build.log" 2>&1 || {
 	tail -n 30 "$out/build.log" >&2
 	hgm_die "mm selftests did not build; log in $out/build.log"
+}
+kvm=$HGM_CACHE/build/selftests-kvm
+mkdir -p "$kvm"
+hgm_step "build KVM demand_paging_test" make -s -C "$src/tools/testing/selftests/kvm" \
+	-j"$(nproc)" OUTPUT="$kvm" KHDR_INCLUDES="-isystem $hdr" "$kvm/demand_paging_test" \
+	>"$kvm/build.log" 2>&1 || {
+	tail -n 30 "$kvm/build.log" >&2
+	hgm_die "KVM demand_paging_test did not build; log in $kvm/build.log"
 }
 [ -z "$stamp_file" ] || touch "$stamp_file"
