@@ -461,15 +461,16 @@ int mhgm_fault(struct mhgm_region *region, uint64_t offset, uint64_t fault_ns,
  * For the pages a source re-dirtied (postcopy discard): unmaps the range from
  * the guest and clears its present and mapped state, without discarding any
  * hugepage from the page cache (no hole is punched and no hugepage is freed).
- * The kernel unmaps hugetlb memory in whole hugepages only, even on a split
- * mapping, so each hugepage the range touches is unmapped whole with
- * madvise(MADV_DONTNEED); its other pieces stay present.  In HGM mode on a
- * registered region, those that were mapped are mapped again at once with
- * UFFDIO_CONTINUE, so only the dropped pieces fault.  Otherwise (fallback
- * mode, or not registered yet) they are mapped again later: in fallback mode
- * with the whole hugepage once the dropped pieces come back, in HGM mode by
- * the first fault on any of them, which maps every present piece of the
- * hugepage.  The next guest access to a dropped piece faults, and
+ * Upstream kernels unmap hugetlb memory in whole hugepages only (the HGM
+ * series unmaps PAGE_SIZE pieces of a split mapping, which the library
+ * does not probe for yet), so each hugepage the range touches is unmapped
+ * whole with madvise(MADV_DONTNEED); its other pieces stay present.  In
+ * HGM mode on a registered region, those that were mapped are mapped again
+ * at once with UFFDIO_CONTINUE, so only the dropped pieces fault.
+ * Otherwise (fallback mode, or not registered yet) they are mapped again
+ * later: in fallback mode with the whole hugepage once the dropped pieces
+ * come back, in HGM mode by the first fault on any of them, which maps
+ * every present piece of the hugepage.  The next guest access to a dropped piece faults, and
  * mhgm_fault() then asks for that piece.  Collapsed hugepages lose that
  * state.
  *

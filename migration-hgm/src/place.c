@@ -263,10 +263,11 @@ static int hp_map(struct mhgm_region *r, uint64_t i, uint64_t first,
 
 /*
  * Drop pieces [first, last) of hugepage @i: unmap them from the guest and
- * forget them.  The kernel unmaps hugetlb memory in whole hugepages only,
- * even where the mapping is split (MADV_DONTNEED wants a hugepage-aligned
- * start and rounds the length down to whole hugepages), so the whole
- * hugepage is unmapped.  On a shared mapping that frees nothing: the page
+ * forget them.  Upstream kernels unmap hugetlb memory in whole hugepages
+ * only (MADV_DONTNEED wants a hugepage-aligned start and rounds the length
+ * down to whole hugepages); the HGM series unmaps PAGE_SIZE pieces of a
+ * split mapping, but nothing probes for that yet, so the whole hugepage is
+ * unmapped.  On a shared mapping that frees nothing: the page
  * cache keeps every piece.  In HGM mode on a registered region, the pieces
  * that were mapped and are kept are mapped again at once; otherwise they
  * stay present and are mapped again by the next call that maps the
