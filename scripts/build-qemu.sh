@@ -4,6 +4,10 @@
 # qemu-img and the x86 option ROMs the lab's -kernel boot needs.
 # Extra ninja targets (for example tests/qtest/migration-test) may be given
 # as arguments.
+#
+# QEMU links libmigration-hgm statically from our meson build directory
+# ($HGM_BUILDDIR, default ./build), found by pkg-config through the
+# uninstalled .pc file meson writes in build/meson-uninstalled/.
 set -euo pipefail
 . "$(dirname "$0")/hgm-common.sh"
 
@@ -15,6 +19,16 @@ fi
 src=$(hgm_tree qemu)
 out=$HGM_CACHE/build/qemu
 [ -d "$src/.git" ] || hgm_die "$src is missing; run ./configure first"
+grep -q "^option('migration_hgm'" "$src/meson_options.txt" ||
+	hgm_die "$src predates the QEMU queue's libmigration-hgm patch; run ./configure to apply the queue again"
+
+builddir=${HGM_BUILDDIR:-$HGM_TOP/build}
+mhgm_pc=$builddir/meson-uninstalled/libmigration-hgm-uninstalled.pc
+mhgm_lib=$builddir/migration-hgm/libmigration-hgm.a
+[ -e "$mhgm_pc" ] || hgm_die "$mhgm_pc is missing; run ./configure first"
+[ -e "$mhgm_lib" ] ||
+	hgm_die "$mhgm_lib is missing; build it first: ninja -C $builddir migration-hgm/libmigration-hgm.a"
+export PKG_CONFIG_PATH=$builddir/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 
 # Debian's source package strips the bundled meson wheel: QEMU 10.0 needs
 # meson >= 1.5, which scripts/install-deps.sh installs from
@@ -30,8 +44,9 @@ args=(
 	--enable-kvm --enable-tcg --enable-virtfs --enable-slirp --enable-tools
 	--disable-gtk --disable-sdl --disable-vnc --disable-opengl --disable-spice
 	--disable-xen --disable-guest-agent
+	--enable-migration-hgm
 )
-stamp=$(printf '%s\n' "${args[@]}" | sha256sum | cut -d' ' -f1)
+stamp=$(printf '%s\n' "${args[@]}" "$builddir" | sha256sum | cut -d' ' -f1)
 mkdir -p "$out"
 if [ ! -e "$out/build.ninja" ] || [ "$(cat "$out/.hgm-configure" 2>/dev/null)" != "$stamp" ]; then
 	rm -rf "$out"
