@@ -18,7 +18,7 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include "helpers.h"
+#include "racers.h"
 
 #define NR_HP		8
 #define PLACERS		4
@@ -28,65 +28,19 @@
 #define ROUNDS		30
 #define PER_ROUND	24
 
-struct shared {
-	struct test_env *e;
-	atomic_bool placing_done;
-	atomic_int error;
-	uint32_t *version;	/* phase 2: per piece, last seed placed */
-};
-
-struct thread_arg {
-	struct shared *s;
-	pthread_t thread;
-	unsigned int seed;
-	int id;
-	long long bad;
-};
-
-static void set_error(struct shared *s, int err)
-{
-	int zero = 0;
-
-	atomic_compare_exchange_strong(&s->error, &zero, err);
-}
-
-static void *placer_main(void *arg)
-{
-	struct thread_arg *a = arg;
-	int ret = place_pattern_pieces(a->s->e, 0, a->s->e->len, &a->seed);
-
-	if (ret)
-		set_error(a->s, ret);
-	return NULL;
-}
-
-static void *worker_main(void *arg)
-{
-	struct thread_arg *a = arg;
-	struct test_env *e = a->s->e;
-
-	a->bad = -1;
-	for (int i = 0; i < READS && a->bad < 0; i++) {
-		uint64_t off = ((uint64_t)rand_r(&a->seed) % e->len) & ~7ULL;
-
-		a->bad = pattern_check(e->guest + off, off, 8, e->seed);
-	}
-	return NULL;
-}
-
 static void *collapser_main(void *arg)
 {
-	struct thread_arg *a = arg;
+	struct racer *a = arg;
 	struct mhgm_stats st;
 	uint64_t n;
 	int ret;
 
-	while (!atomic_load(&a->s->placing_done)) {
+	while (!atomic_load(&a->s->stop)) {
 		ret = mhgm_collapse(a->s->e->r, 0, a->s->e->len, &n);
 		if (!ret)
 			ret = mhgm_region_stats(a->s->e->r, &st);
 		if (ret) {
-			set_error(a->s, ret);
+			racers_error(a->s, ret);
 			break;
 		}
 		/* counters are read one by one: compare each with a bound */
@@ -95,7 +49,7 @@ static void *collapser_main(void *arg)
 		    st.hugepages_collapsed > st.hugepages ||
 		    st.hugepages_complete > st.hugepages ||
 		    st.hugepages_split != 0) {
-			set_error(a->s, -EPROTO);
+			racers_error(a->s, -EPROTO);
 			break;
 		}
 		usleep(200);
@@ -103,32 +57,26 @@ static void *collapser_main(void *arg)
 	return NULL;
 }
 
-static void start(struct thread_arg *a, struct shared *s, int id,
-		  void *(*fn)(void *))
-{
-	*a = (struct thread_arg){ .s = s, .id = id, .seed = 1000 + id };
-	if (pthread_create(&a->thread, NULL, fn, a))
-		fail("pthread_create");
-}
-
 static void phase1(struct test_env *e)
 {
-	struct thread_arg placers[PLACERS], workers[WORKERS], collapser;
-	struct shared s = { .e = e };
+	struct racer placers[PLACERS], workers[WORKERS], collapser;
+	struct racers s = { .e = e, .seed_base = 1000, .reads = READS,
+			    .owners = OWNERS, .rounds = ROUNDS,
+			    .per_round = PER_ROUND };
 	struct fault_server server;
 	struct mhgm_stats st;
 	long long bad;
 
 	fault_server_start(&server, e, false);
 	for (int i = 0; i < WORKERS; i++)
-		start(&workers[i], &s, i, worker_main);
-	start(&collapser, &s, 99, collapser_main);
+		racer_start(&workers[i], &s, i, racer_read);
+	racer_start(&collapser, &s, 99, collapser_main);
 	for (int i = 0; i < PLACERS; i++)
-		start(&placers[i], &s, 10 + i, placer_main);
+		racer_start(&placers[i], &s, 10 + i, racer_place);
 
 	for (int i = 0; i < PLACERS; i++)
 		pthread_join(placers[i].thread, NULL);
-	atomic_store(&s.placing_done, true);
+	atomic_store(&s.stop, true);
 	pthread_join(collapser.thread, NULL);
 	for (int i = 0; i < WORKERS; i++) {
 		pthread_join(workers[i].thread, NULL);
@@ -155,44 +103,20 @@ static void phase1(struct test_env *e)
 	     PLACERS, atomic_load(&server.faults));
 }
 
-static void *owner_main(void *arg)
-{
-	struct thread_arg *a = arg;
-	struct test_env *e = a->s->e;
-	uint64_t pieces = e->len / SZ_4K, buf[SZ_4K / 8];
-	int ret = 0;
-
-	for (uint32_t round = 1; round <= ROUNDS && !ret; round++) {
-		for (int k = 0; k < PER_ROUND && !ret; k++) {
-			uint64_t p = (uint64_t)rand_r(&a->seed) %
-				     (pieces / OWNERS) * OWNERS + a->id;
-			uint32_t v = (uint32_t)a->id << 16 | round;
-
-			ret = mhgm_drop(e->r, p * SZ_4K, SZ_4K);
-			if (ret)
-				break;
-			pattern_fill(buf, p * SZ_4K, SZ_4K, v);
-			ret = mhgm_place(e->r, p * SZ_4K, buf, SZ_4K, 0);
-			a->s->version[p] = v;
-		}
-	}
-	if (ret)
-		set_error(a->s, ret);
-	return NULL;
-}
-
 static void phase2(struct test_env *e)
 {
-	struct thread_arg owners[OWNERS];
+	struct racer owners[OWNERS];
 	uint64_t pieces = e->len / SZ_4K;
-	struct shared s = { .e = e };
+	struct racers s = { .e = e, .seed_base = 1000, .reads = READS,
+			    .owners = OWNERS, .rounds = ROUNDS,
+			    .per_round = PER_ROUND };
 	struct mhgm_stats st;
 
 	s.version = calloc(pieces, sizeof(*s.version));
 	for (uint64_t p = 0; p < pieces; p++)
 		s.version[p] = e->seed;
 	for (int i = 0; i < OWNERS; i++)
-		start(&owners[i], &s, i, owner_main);
+		racer_start(&owners[i], &s, i, racer_own);
 	for (int i = 0; i < OWNERS; i++)
 		pthread_join(owners[i].thread, NULL);
 	check(!atomic_load(&s.error), "a thread failed: %s",

@@ -25,7 +25,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "helpers.h"
+#include "racers.h"
 
 #define NR_HP		8
 #define WORKERS		3
@@ -36,67 +36,10 @@
 #define ROUNDS		10
 #define PER_ROUND	24
 
-struct shared {
-	struct test_env *e;
-	int efd;
-	atomic_bool stop;
-	atomic_int error;
-	atomic_ulong drops;
-	atomic_ulong collapse_calls;
-	uint32_t *version;	/* phase 2: per piece, last seed placed */
-};
-
-struct thread_arg {
-	struct shared *s;
-	pthread_t thread;
-	unsigned int seed;
-	int id;
-	long long bad;
-};
-
-static void set_error(struct shared *s, int err)
-{
-	int zero = 0;
-
-	atomic_compare_exchange_strong(&s->error, &zero, err);
-}
-
-static void start(struct thread_arg *a, struct shared *s, int id,
-		  void *(*fn)(void *))
-{
-	*a = (struct thread_arg){ .s = s, .id = id, .seed = 2000 + id };
-	if (pthread_create(&a->thread, NULL, fn, a))
-		fail("pthread_create");
-}
-
-static void *worker_main(void *arg)
-{
-	struct thread_arg *a = arg;
-	struct test_env *e = a->s->e;
-
-	a->bad = -1;
-	for (int i = 0; i < READS && a->bad < 0; i++) {
-		uint64_t off = ((uint64_t)rand_r(&a->seed) % e->len) & ~7ULL;
-
-		a->bad = pattern_check(e->guest + off, off, 8, e->seed);
-	}
-	return NULL;
-}
-
-static void *placer_main(void *arg)
-{
-	struct thread_arg *a = arg;
-	int ret = place_pattern_pieces(a->s->e, 0, a->s->e->len, &a->seed);
-
-	if (ret)
-		set_error(a->s, ret);
-	return NULL;
-}
-
 /* Drop 1 to 4 random pieces at a time (across hugepages too). */
 static void *dropper_main(void *arg)
 {
-	struct thread_arg *a = arg;
+	struct racer *a = arg;
 	struct test_env *e = a->s->e;
 	uint64_t pieces = e->len / SZ_4K;
 
@@ -106,7 +49,7 @@ static void *dropper_main(void *arg)
 		int ret = mhgm_drop(e->r, p * SZ_4K, n * SZ_4K);
 
 		if (ret) {
-			set_error(a->s, ret);
+			racers_error(a->s, ret);
 			break;
 		}
 		atomic_fetch_add(&a->s->drops, 1);
@@ -122,8 +65,8 @@ static bool collapse_retry(int ret)
 
 static void *collapser_main(void *arg)
 {
-	struct thread_arg *a = arg;
-	struct shared *s = a->s;
+	struct racer *a = arg;
+	struct racers *s = a->s;
 	struct pollfd pfd = { .fd = s->efd, .events = POLLIN };
 	struct mhgm_stats st;
 	uint64_t n, v;
@@ -134,19 +77,19 @@ static void *collapser_main(void *arg)
 		    read(s->efd, &v, sizeof(v)) == sizeof(v)) {
 			ret = mhgm_collapse_pending(s->e->r, 0, &n);
 			if (ret < 0 && !collapse_retry(ret)) {
-				set_error(s, ret);
+				racers_error(s, ret);
 				break;
 			}
 		}
 		ret = mhgm_collapse(s->e->r, 0, s->e->len, &n);
 		if (ret && !collapse_retry(ret)) {
-			set_error(s, ret);
+			racers_error(s, ret);
 			break;
 		}
 		atomic_fetch_add(&s->collapse_calls, 1);
 		ret = mhgm_region_stats(s->e->r, &st);
 		if (ret) {
-			set_error(s, ret);
+			racers_error(s, ret);
 			break;
 		}
 		/* counters are read one by one: compare each with a bound */
@@ -156,7 +99,7 @@ static void *collapser_main(void *arg)
 		    st.hugepages_split > st.hugepages ||
 		    st.hugepages_complete > st.hugepages ||
 		    st.hugepages_queued > st.hugepages) {
-			set_error(s, -EPROTO);
+			racers_error(s, -EPROTO);
 			break;
 		}
 		if (s->efd < 0)
@@ -185,9 +128,11 @@ static void check_collapsed(struct test_env *e)
 
 static void phase1(struct test_env *e)
 {
-	struct thread_arg workers[WORKERS], placers[PLACERS];
-	struct thread_arg dropper, collapser;
-	struct shared s = { .e = e };
+	struct racer workers[WORKERS], placers[PLACERS];
+	struct racer dropper, collapser;
+	struct racers s = { .e = e, .seed_base = 2000, .reads = READS,
+			    .owners = OWNERS, .rounds = ROUNDS,
+			    .per_round = PER_ROUND };
 	struct fault_server server;
 	struct mhgm_stats st;
 	char *data;
@@ -199,12 +144,12 @@ static void phase1(struct test_env *e)
 					   s.efd), 0);
 
 	fault_server_start(&server, e, false);
-	start(&collapser, &s, 99, collapser_main);
+	racer_start(&collapser, &s, 99, collapser_main);
 	for (int i = 0; i < WORKERS; i++)
-		start(&workers[i], &s, i, worker_main);
-	start(&dropper, &s, 50, dropper_main);
+		racer_start(&workers[i], &s, i, racer_read);
+	racer_start(&dropper, &s, 50, dropper_main);
 	for (int i = 0; i < PLACERS; i++)
-		start(&placers[i], &s, 10 + i, placer_main);
+		racer_start(&placers[i], &s, 10 + i, racer_place);
 
 	for (int i = 0; i < PLACERS; i++)
 		pthread_join(placers[i].thread, NULL);
@@ -245,37 +190,13 @@ static void phase1(struct test_env *e)
 	     (unsigned long long)st.collapses);
 }
 
-static void *owner_main(void *arg)
-{
-	struct thread_arg *a = arg;
-	struct test_env *e = a->s->e;
-	uint64_t pieces = e->len / SZ_4K, buf[SZ_4K / 8];
-	int ret = 0;
-
-	for (uint32_t round = 1; round <= ROUNDS && !ret; round++) {
-		for (int k = 0; k < PER_ROUND && !ret; k++) {
-			uint64_t p = (uint64_t)rand_r(&a->seed) %
-				     (pieces / OWNERS) * OWNERS + a->id;
-			uint32_t v = (uint32_t)a->id << 16 | round;
-
-			ret = mhgm_drop(e->r, p * SZ_4K, SZ_4K);
-			if (ret)
-				break;
-			pattern_fill(buf, p * SZ_4K, SZ_4K, v);
-			ret = mhgm_place(e->r, p * SZ_4K, buf, SZ_4K, 0);
-			a->s->version[p] = v;
-		}
-	}
-	if (ret)
-		set_error(a->s, ret);
-	return NULL;
-}
-
 static void phase2(struct test_env *e)
 {
-	struct thread_arg owners[OWNERS], collapser;
+	struct racer owners[OWNERS], collapser;
 	uint64_t pieces = e->len / SZ_4K;
-	struct shared s = { .e = e, .efd = -1 };
+	struct racers s = { .e = e, .efd = -1, .seed_base = 2000,
+			    .reads = READS, .owners = OWNERS, .rounds = ROUNDS,
+			    .per_round = PER_ROUND };
 	struct mhgm_stats before, st;
 
 	check_ret(mhgm_region_stats(e->r, &before), 0);
@@ -285,9 +206,9 @@ static void phase2(struct test_env *e)
 	check(s.version, "calloc");
 	for (uint64_t p = 0; p < pieces; p++)
 		s.version[p] = e->seed;
-	start(&collapser, &s, 99, collapser_main);
+	racer_start(&collapser, &s, 99, collapser_main);
 	for (int i = 0; i < OWNERS; i++)
-		start(&owners[i], &s, i, owner_main);
+		racer_start(&owners[i], &s, i, racer_own);
 	for (int i = 0; i < OWNERS; i++)
 		pthread_join(owners[i].thread, NULL);
 	atomic_store(&s.stop, true);
