@@ -5,9 +5,9 @@
 # Extra ninja targets (for example tests/qtest/migration-test) may be given
 # as arguments.
 #
-# QEMU links libmigration-hgm statically from our meson build directory
-# ($HGM_BUILDDIR, default ./build), found by pkg-config through the
-# uninstalled .pc file meson writes in build/meson-uninstalled/.
+# QEMU links libmigration-hgm statically: built in our meson build
+# directory ($HGM_BUILDDIR, default ./build), staged with a .pc file for
+# pkg-config in $HGM_CACHE/build/libmigration-hgm.
 set -euo pipefail
 . "$(dirname "$0")/hgm-common.sh"
 
@@ -23,12 +23,30 @@ grep -q "^option('migration_hgm'" "$src/meson_options.txt" ||
 	hgm_die "$src predates the QEMU queue's libmigration-hgm patch; run ./configure to apply the queue again"
 
 builddir=${HGM_BUILDDIR:-$HGM_TOP/build}
-mhgm_pc=$builddir/meson-uninstalled/libmigration-hgm-uninstalled.pc
 mhgm_lib=$builddir/migration-hgm/libmigration-hgm.a
-[ -e "$mhgm_pc" ] || hgm_die "$mhgm_pc is missing; run ./configure first"
 [ -e "$mhgm_lib" ] ||
 	hgm_die "$mhgm_lib is missing; build it first: ninja -C $builddir migration-hgm/libmigration-hgm.a"
-export PKG_CONFIG_PATH=$builddir/meson-uninstalled${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+# Stage the library and its header at a fixed path for QEMU's build, with a
+# .pc file for pkg-config, so that QEMU's configuration does not depend on
+# where this checkout is (another clone reuses the QEMU build).  install -C
+# leaves unchanged files alone: ninja relinks QEMU only when the library
+# changed.
+stage=$HGM_CACHE/build/libmigration-hgm
+mkdir -p "$stage/include" "$stage/lib"
+install -C -m 644 "$mhgm_lib" "$stage/lib/libmigration-hgm.a"
+install -C -m 644 "$HGM_TOP/migration-hgm/include/migration-hgm.h" "$stage/include/migration-hgm.h"
+version=$(sed -n 's/^Version: //p' "$builddir/meson-uninstalled/libmigration-hgm-uninstalled.pc" 2>/dev/null)
+[ -n "$version" ] || hgm_die "no libmigration-hgm version in $builddir/meson-uninstalled; run ./configure first"
+printf '%s\n' "prefix=$stage" "" "Name: libmigration-hgm" \
+	"Description: HugeTLB high-granularity mapping for postcopy live migration" \
+	"Version: $version" 'Libs: -L${prefix}/lib -lmigration-hgm' \
+	"Libs.private: -pthread" 'Cflags: -I${prefix}/include' >"$stage/libmigration-hgm.pc.new"
+if cmp -s "$stage/libmigration-hgm.pc.new" "$stage/libmigration-hgm.pc"; then
+	rm "$stage/libmigration-hgm.pc.new"
+else
+	mv "$stage/libmigration-hgm.pc.new" "$stage/libmigration-hgm.pc"
+fi
+export PKG_CONFIG_PATH=$stage${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 
 # Debian's source package strips the bundled meson wheel: QEMU 10.0 needs
 # meson >= 1.5, which scripts/install-deps.sh installs from
@@ -46,7 +64,7 @@ args=(
 	--disable-xen --disable-guest-agent
 	--enable-migration-hgm
 )
-stamp=$(printf '%s\n' "${args[@]}" "$builddir" | sha256sum | cut -d' ' -f1)
+stamp=$(printf '%s\n' "${args[@]}" "$stage" | sha256sum | cut -d' ' -f1)
 mkdir -p "$out"
 if [ ! -e "$out/build.ninja" ] || [ "$(cat "$out/.hgm-configure" 2>/dev/null)" != "$stamp" ]; then
 	rm -rf "$out"
@@ -60,11 +78,13 @@ fi
 targets=(qemu-system-x86_64 qemu-img "$@")
 hgm_step "build QEMU (${targets[*]})" ninja -C "$out" -j"$(nproc)" "${targets[@]}"
 
-# The option ROMs that -kernel needs are built by make, not ninja, and only
-# when configure found a compiler for 16-bit x86 code (gcc-multilib).
+# The option ROMs that -kernel needs (Linux and multiboot kernels) are built
+# by make, not ninja, and only when configure found a compiler for 16-bit
+# x86 code (gcc-multilib).
 [ -e "$out/pc-bios/optionrom/config.mak" ] ||
 	hgm_die "QEMU configure found no i386 compiler for the option ROMs; install gcc-multilib and rerun"
-hgm_step "build QEMU option ROMs" make -s -C "$out/pc-bios/optionrom" linuxboot_dma.bin kvmvapic.bin
+hgm_step "build QEMU option ROMs" make -s -C "$out/pc-bios/optionrom" linuxboot_dma.bin \
+	multiboot_dma.bin kvmvapic.bin
 
 # Firmware directory for -L: the source package has no blobs, so take the
 # BIOS and the virtio NIC ROM from Debian's seabios and ipxe-qemu packages.
@@ -74,8 +94,20 @@ ln -sf /usr/share/seabios/bios-256k.bin "$fw/bios-256k.bin"
 ln -sf /usr/lib/ipxe/qemu/efi-virtio.rom "$fw/efi-virtio.rom"
 ln -sf ../pc-bios/optionrom/linuxboot_dma.bin "$fw/linuxboot_dma.bin"
 ln -sf ../pc-bios/optionrom/kvmvapic.bin "$fw/kvmvapic.bin"
+ln -sf ../pc-bios/optionrom/multiboot_dma.bin "$fw/multiboot_dma.bin"
 for f in "$fw"/*; do
 	[ -e "$f" ] || hgm_die "firmware $f is missing (is the seabios/ipxe-qemu package installed?)"
+done
+# QEMU run from its build directory (as QEMU's qtests do) looks for firmware
+# in its data directory there, qemu-bundle/<prefix>/share/qemu: give it
+# Debian's BIOS, VGA BIOSes and NIC ROMs, and the option ROMs built above.
+datadirs=("$out"/qemu-bundle/*/*/share/qemu)
+datadir=${datadirs[0]}
+[ -d "$datadir" ] || hgm_die "no data directory in $out/qemu-bundle/*/*/share/qemu"
+for f in /usr/share/seabios/bios-256k.bin /usr/share/seabios/vgabios-*.bin \
+	/usr/lib/ipxe/qemu/efi-*.rom "$out"/pc-bios/optionrom/linuxboot_dma.bin \
+	"$out"/pc-bios/optionrom/multiboot_dma.bin "$out"/pc-bios/optionrom/kvmvapic.bin; do
+	ln -sf "$f" "$datadir/${f##*/}"
 done
 hgm_log "QEMU: $("$out/qemu-system-x86_64" --version | head -n1)"
 [ -z "$stamp_file" ] || touch "$stamp_file"
