@@ -112,7 +112,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--qemu', required=True)
     ap.add_argument('--kernel', required=True)
-    ap.add_argument('--fw', default='/var/cache/hgm/build/qemu/lab-firmware')
+    ap.add_argument('--fw', default=os.path.join(
+        os.environ.get('HGM_CACHE', '/var/cache/hgm'), 'build/qemu/lab-firmware'))
     ap.add_argument('--mem', type=int, default=256, help='MiB')
     ap.add_argument('--hugepage', default='2M')
     ap.add_argument('--accel', default='tcg')
