@@ -26,16 +26,17 @@ need_lab() {
 
 # lab_run ARGS...: tests/lab/lab run ARGS..., capturing stdout+stderr in
 # $LAB_OUT and the exit status in $LAB_RC.  A guest that stops answering
-# (lab exit 123) is run once more, saying so: nested KVM under the lab's TCG
-# has hung the whole guest now and then (docs/lab.md); a second hang fails.
+# (lab exit 123) is run again, up to twice, saying so: nested KVM under the
+# lab's TCG hangs the whole guest now and then (docs/lab.md); a third hang
+# fails.
 lab_run() {
 	local try
-	for try in 1 2; do
+	for try in 1 2 3; do
 		LAB_RC=0
 		LAB_OUT=$("$LAB" run "$@" 2>&1) || LAB_RC=$?
 		printf '%s\n' "$LAB_OUT" | sed 's/^/    lab| /'
-		[ "$LAB_RC" -eq 123 ] && [ "$try" = 1 ] && [ -z "${LAB_NO_RETRY:-}" ] || break
-		echo "note: the lab guest hung (console log kept, above); running it once more"
+		[ "$LAB_RC" -eq 123 ] && [ "$try" != 3 ] && [ -z "${LAB_NO_RETRY:-}" ] || break
+		echo "note: the lab guest hung (console log kept, above); running it again"
 	done
 }
 
