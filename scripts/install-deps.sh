@@ -83,6 +83,23 @@ fi
 if ! dpkg-query -W -f='${Status}\n' python3-pycotap 2>/dev/null | grep -q "install ok installed"; then
 	missing+=(python3-pycotap/bookworm-backports)
 fi
+# libvirt 11.3 from bookworm-backports, for the libvirt end-to-end tests
+# (docs/libvirt.md): Debian's monolithic libvirtd and virsh, unmodified.
+# Every libvirt package must come from the same release, so each is named
+# with its suite; the QEMU that libvirt-daemon-driver-qemu depends on
+# (Debian's qemu-system-x86) is not the one the tests run.  socat is the
+# tests' migration "network" between two hosts.
+if ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' libvirt-daemon-system 2>/dev/null || echo 0)" ge 11.3; then
+	for p in libvirt-common libvirt0 libvirt-clients libvirt-daemon-common \
+		libvirt-daemon-log libvirt-daemon libvirt-daemon-driver-network \
+		libvirt-daemon-config-network libvirt-daemon-driver-nwfilter \
+		libvirt-daemon-config-nwfilter libvirt-daemon-driver-nodedev \
+		libvirt-daemon-driver-qemu libvirt-daemon-driver-secret \
+		libvirt-daemon-driver-storage libvirt-daemon-system; do
+		missing+=("$p/bookworm-backports")
+	done
+fi
+dpkg-query -W -f='${Status}\n' socat 2>/dev/null | grep -q 'install ok installed' || missing+=(socat)
 if [ "${#missing[@]}" -gt 0 ]; then
 	hgm_step "apt-get install ${missing[*]}" \
 		apt-get install -y -q --no-install-recommends "${missing[@]}"

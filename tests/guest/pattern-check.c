@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * pattern-check SRC DST [SIZE]: verify every byte of the guest RAM of a
- * pattern-guest (tests/guest/pattern-guest.c) on the destination of a
- * migration against the source's, both VMs stopped.  SRC and DST are files
+ * pattern-check [--skip START-END]... SRC DST [SIZE]: verify every byte of
+ * the guest RAM of a pattern-guest (tests/guest/pattern-guest.c) on the
+ * destination of a migration against the source's, both VMs stopped.  SRC
+ * and DST are files
  * holding guest RAM from guest-physical address 0 (for example
  * /proc/PID/fd/N of QEMU's memory-backend-memfd); SIZE (bytes) defaults to
  * the smaller file's size.
@@ -16,6 +17,9 @@
  *    source's.  The guest's area ends where the source's pages stop
  *    carrying their numbers (the firmware's tables at the top of RAM),
  *    and from there the pages are equal.
+ * --skip START-END (hexadecimal or decimal byte addresses, repeatable)
+ * leaves that range out of the check, for example the option ROM area
+ * 0xc0000-0x100000, which KVM's kvmvapic patches on the destination.
  * Prints the number of pages checked and the first ten bad pages; exit 0 if
  * none is bad, 1 if some are, 2 on usage or I/O errors.
  */
@@ -35,6 +39,39 @@
 #define CHUNK		(2u << 20)
 
 static uint64_t bad;
+
+#define MAX_SKIPS	8
+static struct { uint64_t start, end; } skips[MAX_SKIPS];
+static int nr_skips;
+
+static int skipped(uint64_t addr)
+{
+	for (int i = 0; i < nr_skips; i++)
+		if (addr >= skips[i].start && addr < skips[i].end)
+			return 1;
+	return 0;
+}
+
+/* "START-END" into the next skips[] entry; 0, or -1 if malformed */
+static int parse_skip(const char *arg)
+{
+	char *end;
+	uint64_t a, b;
+
+	if (nr_skips == MAX_SKIPS)
+		return -1;
+	errno = 0;
+	a = strtoull(arg, &end, 0);
+	if (errno || end == arg || *end != '-')
+		return -1;
+	arg = end + 1;
+	b = strtoull(arg, &end, 0);
+	if (errno || end == arg || *end || b <= a)
+		return -1;
+	skips[nr_skips].start = a;
+	skips[nr_skips++].end = b;
+	return 0;
+}
 
 static void report(uint64_t addr, const char *what, const uint8_t *s,
 		   const uint8_t *d)
@@ -56,6 +93,8 @@ static void check_page(uint64_t addr, const uint8_t *s, const uint8_t *d)
 {
 	uint64_t n = addr / PAGE, sw, dw;
 
+	if (skipped(addr))
+		return;
 	if (addr < START || past_pattern) {
 		if (addr >= STACK_LO && addr < STACK_HI)
 			return;
@@ -100,8 +139,17 @@ int main(int argc, char **argv)
 	uint64_t size, off;
 	int fs, fd;
 
+	while (argc > 2 && !strcmp(argv[1], "--skip")) {
+		if (parse_skip(argv[2])) {
+			fprintf(stderr, "pattern-check: bad range '%s' (START-END)\n",
+				argv[2]);
+			return 2;
+		}
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc < 3 || argc > 4 || !s || !d) {
-		fprintf(stderr, "usage: pattern-check SRC DST [SIZE]\n");
+		fprintf(stderr, "usage: pattern-check [--skip START-END]... SRC DST [SIZE]\n");
 		return 2;
 	}
 	fs = open(argv[1], O_RDONLY);
