@@ -292,11 +292,15 @@ class Case:
         path = f'{ROOT}/{SRC}/lib/images/{self.dom}.xml'
         with open(path, 'w') as f:
             f.write(domain_xml(self.args, self.dom, self.src_qemu))
+        t0 = time.time()
         virsh(SRC, 'create', path)
+        # libvirt starts QEMU with prealloc=on for hugepage RAM: most of
+        # this is the kernel zeroing every hugepage
+        t_create = time.time() - t0
         wait_for(lambda: serial(SRC, self.dom).count('.') >= 4, 600,
                  'the guest wrote no pattern')
-        log(f'{self.name}: guest running on {SRC} '
-            f'({serial(SRC, self.dom).splitlines()[0][:60]})')
+        log(f'{self.name}: guest running on {SRC}, virsh create took '
+            f'{t_create:.1f} s ({serial(SRC, self.dom).splitlines()[0][:60]})')
         self.src_pid = qemu_pid(SRC, self.dom)
 
     def migrate_cmd(self, *flags):
@@ -491,6 +495,10 @@ class Case:
             wait_for(lambda: 'Data processed' in self.job_status() or
                      proc.poll() is not None, 120, 'no migration job')
             time.sleep(3)
+            if proc.poll() is not None:
+                rc, out = self.finish(proc)
+                raise Failure(f'virsh migrate ended before the switch to '
+                              f'postcopy (exit {rc}): {out.strip()[-300:]}')
             log(f'{self.name}: virsh migrate-postcopy')
             virsh(SRC, 'migrate-postcopy', self.dom)
         if self.case in ('cut-resume', 'abort-resume'):
@@ -653,11 +661,17 @@ def main():
     ap.add_argument('--hugepages', type=int, default=2,
                     help='each host\'s hugetlbfs limit, in pages')
     args = ap.parse_args()
+    # a timeout's SIGTERM still stops the hosts and their QEMUs (finally)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     n2m = args.hugepages * (RAM_MIB['2M'] // 2) if args.page == '2M' else 0
     n1g = args.hugepages if args.page == '1G' else 0
-    subprocess.run([LAB_HOSTS, 'start', '--hugepages-1g', str(n1g),
-                    '--hugepages-2m', str(n2m), SRC, DST], check=True)
+    if subprocess.run([LAB_HOSTS, 'start', '--hugepages-1g', str(n1g),
+                       '--hugepages-2m', str(n2m), SRC, DST]).returncode:
+        subprocess.run([LAB_HOSTS, 'stop'])
+        print('the libvirt hosts did not start (above)')
+        print('0 passed, 1 failed')
+        return 1
     wire = Wire()
     rows, failed = [], 0
     try:
@@ -684,7 +698,8 @@ def main():
                         pass
             finally:
                 wire.cut()
-                c.cleanup()
+                if c:
+                    c.cleanup()
             rows.append(c.row)
     finally:
         subprocess.run([LAB_HOSTS, 'stop'])
