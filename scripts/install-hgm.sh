@@ -14,7 +14,8 @@
 #   --builddir DIR  the meson build directory (default build)
 #   --upstream      install the same QEMU release built without our
 #                   patches instead (meson compile -C build qemu-upstream),
-#                   QEMU only, default prefix /opt/qemu-upstream: the
+#                   qemu-system-x86_64 and its firmware only, default
+#                   prefix /opt/qemu-upstream: the
 #                   peer of the fallback tests
 #
 # The prefix keeps the fork apart from Debian's qemu-system-x86, which owns
@@ -57,7 +58,9 @@ lib=$builddir/migration-hgm
 
 d=$destdir$prefix
 mkdir -p "$d/bin" "$d/share/qemu"
-install -C -m 755 "$qemu/qemu-system-x86_64" "$qemu/qemu-img" "$d/bin/"
+# the upstream build makes qemu-system-x86_64 only
+install -C -m 755 "$qemu/qemu-system-x86_64" "$d/bin/"
+[ -n "$upstream" ] || install -C -m 755 "$qemu/qemu-img" "$d/bin/"
 cp -rT "$qemu/pc-bios/keymaps" "$d/share/qemu/keymaps" 2>/dev/null || true
 install -C -m 644 "$qemu"/pc-bios/optionrom/{linuxboot_dma,multiboot_dma,kvmvapic}.bin "$d/share/qemu/"
 for f in /usr/share/seabios/bios-256k.bin /usr/share/seabios/vgabios-*.bin \
