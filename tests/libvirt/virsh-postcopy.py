@@ -64,6 +64,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAB_HOSTS = os.path.join(HERE, 'lab-hosts')
@@ -110,8 +111,17 @@ def qmp(host, dom, execute, **arguments):
     msg = {'execute': execute}
     if arguments:
         msg['arguments'] = arguments
-    out = virsh(host, 'qemu-monitor-command', dom, json.dumps(msg))
-    return json.loads(out)['return']
+    for _ in range(5):
+        try:
+            out = virsh(host, 'qemu-monitor-command', dom, json.dumps(msg))
+            return json.loads(out)['return']
+        except Failure as e:
+            # libvirt still finishing a migration phase on HOST (its job
+            # lock times out after 30 s): ask again
+            if 'cannot acquire state change lock' not in str(e):
+                raise
+            last = e
+    raise last
 
 
 def domstate(host, dom):
@@ -181,6 +191,23 @@ def serial(host, dom):
         return ''
 
 
+def caps_set(host):
+    """The migration capabilities libvirt last turned on in a QEMU of
+    HOST, from its libvirtd log (the QMP it sent)."""
+    last = None
+    try:
+        with open(f'{ROOT}/{host}/log/libvirtd.log', errors='replace') as f:
+            for line in f:
+                if 'migrate-set-capabilities' in line and 'msg=' in line:
+                    last = line
+    except OSError:
+        return None
+    if not last:
+        return None
+    return sorted(set(re.findall(r'"capability":"([a-z-]+)","state":true',
+                                 last.replace('\\"', '"'))))
+
+
 def wait_for(pred, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -232,6 +259,7 @@ def domain_xml(args, name, emulator, extra_qemu_args=()):
     return f"""<domain type='{'kvm' if kvm else 'qemu'}' \
 xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name>
+  <uuid>{uuid.uuid5(uuid.NAMESPACE_URL, 'hgm-lab:' + name)}</uuid>
   <memory unit='MiB'>{mem}</memory>
   <memoryBacking>
     <hugepages><page size='{size}' unit='{unit}'/></hugepages>
@@ -327,6 +355,15 @@ class Case:
     def job_status(self):
         r = virsh(SRC, 'domjobinfo', self.dom, check=False)
         return r.stdout if r.returncode == 0 else ''
+
+    def memory_processed(self):
+        """MiB of RAM the source's migration job has sent so far."""
+        m = re.search(r'^Memory processed:\s+([0-9.]+) (KiB|MiB|GiB)',
+                      self.job_status(), re.M)
+        if not m:
+            return 0
+        return float(m.group(1)) * {'KiB': 1 / 1024, 'MiB': 1,
+                                    'GiB': 1024}[m.group(2)]
 
     def sample(self):
         """While migrating: hold the source's RAM, watch the destination."""
@@ -428,6 +465,8 @@ class Case:
             self.row['lat'] = info.get('whole-page-latency') if info else None
             self.row['path'] = 'upstream'
         self.row['preempt'] = self.preempt
+        log(f'{self.name}: capabilities libvirt turned on: source '
+            f'{caps_set(SRC)}, destination {caps_set(DST)}')
         if self.src_fd is None:
             raise Failure("never got hold of the source's guest RAM")
         check = [a.check]
@@ -487,14 +526,14 @@ class Case:
         if self.case == 'after-precopy':
             proc = self.start_migrate('--postcopy-after-precopy')
         else:
-            flags = ['--bandwidth', '16']
+            flags = ['--bandwidth', '8']
             if self.case != 'migrate-postcopy':
                 # postcopy slow enough to be caught in the middle
-                flags += ['--postcopy-bandwidth', '4']
+                flags += ['--postcopy-bandwidth', '2']
             proc = self.start_migrate(*flags)
-            wait_for(lambda: 'Data processed' in self.job_status() or
-                     proc.poll() is not None, 120, 'no migration job')
-            time.sleep(3)
+            # switch with most of the RAM still on the source
+            wait_for(lambda: self.memory_processed() >= 16 or
+                     proc.poll() is not None, 300, 'no migration job')
             if proc.poll() is not None:
                 rc, out = self.finish(proc)
                 raise Failure(f'virsh migrate ended before the switch to '
@@ -517,16 +556,23 @@ class Case:
 
     def in_postcopy(self, proc):
         """Wait until the destination runs in postcopy and has placed a
-        few pieces."""
-        wait_for(lambda: 'post-copy' in (domstate(SRC, self.dom) or '') or
-                 proc.poll() is not None, 300, 'no switch to postcopy')
+        few pieces: soon, a KVM guest faults in the rest fast."""
+        def switched():
+            if proc.poll() is not None:
+                return True
+            if self.hgm:
+                try:
+                    return self.hgm_info()['status'] == 'active'
+                except Failure:
+                    return False
+            return 'post-copy' in (domstate(SRC, self.dom) or '')
+        wait_for(switched, 300, 'no switch to postcopy')
         if proc.poll() is not None:
             raise Failure('the migration ended before the test could '
                           'catch it in postcopy')
         if self.hgm:
             wait_for(lambda: self.sample() or self.max_pte, 120,
                      'destination never PTE-mapped guest RAM')
-        time.sleep(2)
 
     def interrupt(self, proc):
         """Break the migration in postcopy; check both sides say so."""
