@@ -566,7 +566,11 @@ class Case:
         for line in out.strip().splitlines()[-3:]:
             log(f'{self.name}: virsh: {line}')
         if rc:
-            raise Failure(f'virsh migrate failed: {out.strip()[-300:]}')
+            dead = [h for h in (SRC, DST) if not os.path.exists(
+                f'/proc/{host_pid(h)}')]
+            raise Failure(f'virsh migrate failed: {out.strip()[-300:]}' +
+                          (f' (libvirtd of {", ".join(dead)} died)'
+                           if dead else ''))
         self.wire.cut()
         self.check_after()
 
