@@ -58,7 +58,7 @@ fi
 
 # What bindeb-pkg and a Debian-style configuration need
 need=()
-for p in bc libssl-dev libelf-dev dpkg-dev flex bison rsync kmod cpio; do
+for p in bc libssl-dev libelf-dev dpkg-dev debhelper flex bison rsync kmod cpio; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -68,7 +68,8 @@ fi
 
 tree=$out/tree
 mkdir -p "$tree"
-mk=(make -C "$src" O="$tree" ARCH=x86_64 -j"$(nproc)")
+# LOCALVERSION= keeps setlocalversion from appending "+" for the git tree
+mk=(make -C "$src" O="$tree" ARCH=x86_64 LOCALVERSION= -j"$(nproc)")
 t0=$(date +%s)
 case $config in
 *.gz) zcat "$config" >"$tree/.config" ;;
@@ -98,6 +99,6 @@ for opt in HUGETLBFS USERFAULTFD HUGETLB_HIGH_GRANULARITY_MAPPING; do
 done
 release=$("${mk[@]}" -s kernelrelease)
 hgm_step "make bindeb-pkg ($release, $(grep -c '=m$' "$tree/.config") modules)" \
-	"${mk[@]}" -s bindeb-pkg LOCALVERSION= KDEB_PKGVERSION="$(sed 's/-.*//' <<<"$release")-1hgm"
+	"${mk[@]}" -s bindeb-pkg KDEB_PKGVERSION="$(sed 's/-.*//' <<<"$release")-1hgm"
 hgm_log "built in $(($(date +%s) - t0)) s:"
 ls -1 "$out"/*"$release"*.deb >&2 || hgm_die "no .deb for $release in $out"
