@@ -69,6 +69,10 @@ import sys
 import time
 import uuid
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'qemu-hgm'))
+import hgmqmp  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAB_HOSTS = os.path.join(HERE, 'lab-hosts')
 ROOT = '/run/hgm-hosts'
@@ -167,23 +171,12 @@ def ram_fd(pid):
 
 
 def smaps_hugetlb(pid):
-    """Sum of the Hugetlb*Mapped fields (kB) over QEMU's guest RAM."""
-    sums, current = {}, False
+    """Hugetlb mapping sizes (kB) over QEMU's guest RAM file; {} once QEMU
+    is gone."""
     try:
-        with open(f'/proc/{pid}/smaps') as f:
-            for line in f:
-                first = line.split(None, 1)[0]
-                if '-' in first and not first.endswith(':'):
-                    current = 'qemu_back_mem' in line
-                elif current and (first.startswith('Hugetlb') and
-                                  first.endswith('Mapped:') or
-                                  first in ('Shared_Hugetlb:',
-                                            'Private_Hugetlb:')):
-                    sums[first[:-1]] = sums.get(first[:-1], 0) + \
-                        int(line.split()[1])
+        return hgmqmp.smaps_hugetlb(pid, ('qemu_back_mem',))
     except (FileNotFoundError, ProcessLookupError):
-        pass
-    return sums
+        return {}
 
 
 def serial(host, dom):

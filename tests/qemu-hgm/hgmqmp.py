@@ -68,14 +68,16 @@ def wait_status(qmp, want, timeout, proc=None):
     raise TimeoutError(f'migration still {status} after {timeout} s')
 
 
-def smaps_hugetlb(pid):
-    """Sum of the Hugetlb*Mapped fields over the mappings of the memfd."""
+def smaps_hugetlb(pid, names=('memfd:mem', 'mem (deleted)')):
+    """Sum of the Hugetlb*Mapped fields (and Private_/Shared_Hugetlb, kB)
+    over the mappings of guest RAM: those whose line names one of NAMES
+    (by default the memfd of memory-backend-memfd id=mem)."""
     sums = {}
     current = None
     with open(f'/proc/{pid}/smaps') as f:
         for line in f:
             if re.match(r'^[0-9a-f]+-[0-9a-f]+ ', line):
-                current = 'memfd:mem' in line or 'mem (deleted)' in line
+                current = any(n in line for n in names)
                 continue
             if not current:
                 continue
