@@ -24,20 +24,25 @@ need_lab() {
 		skip "no lab QEMU in $HGM_CACHE (run ./configure && meson compile -C build)"
 }
 
-# lab_run ARGS...: tests/lab/lab run ARGS..., capturing stdout+stderr in
-# $LAB_OUT and the exit status in $LAB_RC.  A guest that stops answering
-# (lab exit 123) is run again, up to twice, saying so: nested KVM under the
-# lab's TCG hangs the whole guest now and then (docs/lab.md); a third hang
-# fails.
-lab_run() {
+# retry_hung CMD [ARG...]: run CMD (one that boots the lab through
+# tests/lab/lab), capturing stdout+stderr in $LAB_OUT and the exit status in
+# $LAB_RC.  A guest that stops answering (lab exit 123) is run again, up to
+# twice, saying so; a third hang fails.  LAB_NO_RETRY=1 turns the retries
+# off.  Why retry at all: see docs/lab.md, "Hangs".
+retry_hung() {
 	local try
 	for try in 1 2 3; do
 		LAB_RC=0
-		LAB_OUT=$("$LAB" run "$@" 2>&1) || LAB_RC=$?
+		LAB_OUT=$("$@" 2>&1) || LAB_RC=$?
 		printf '%s\n' "$LAB_OUT" | sed 's/^/    lab| /'
 		[ "$LAB_RC" -eq 123 ] && [ "$try" != 3 ] && [ -z "${LAB_NO_RETRY:-}" ] || break
 		echo "note: the lab guest hung (console log kept, above); running it again"
 	done
+}
+
+# lab_run ARGS...: retry_hung tests/lab/lab run ARGS...
+lab_run() {
+	retry_hung "$LAB" run "$@"
 }
 
 # reserve_hugepages SIZE_KB COUNT: make sure COUNT pages of that size are
