@@ -28,10 +28,11 @@ hgm_step "build mm selftests (${#targets[@]} programs)" make -s -C "$src/tools/t
 }
 kvm=$HGM_CACHE/build/selftests-kvm
 mkdir -p "$kvm"
-hgm_step "build KVM demand_paging_test" make -s -C "$src/tools/testing/selftests/kvm" \
-	-j"$(nproc)" OUTPUT="$kvm" KHDR_INCLUDES="-isystem $hdr" "$kvm/demand_paging_test" \
-	>"$kvm/build.log" 2>&1 || {
+hgm_step "build KVM demand_paging_test, hugetlb_hgm_invalidate_test" \
+	make -s -C "$src/tools/testing/selftests/kvm" -j"$(nproc)" OUTPUT="$kvm" \
+	KHDR_INCLUDES="-isystem $hdr" "$kvm/demand_paging_test" \
+	"$kvm/x86_64/hugetlb_hgm_invalidate_test" >"$kvm/build.log" 2>&1 || {
 	tail -n 30 "$kvm/build.log" >&2
-	hgm_die "KVM demand_paging_test did not build; log in $kvm/build.log"
+	hgm_die "the KVM selftests did not build; log in $kvm/build.log"
 }
 [ -z "$stamp_file" ] || touch "$stamp_file"
