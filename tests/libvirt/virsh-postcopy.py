@@ -154,6 +154,12 @@ def host_pid(host):
         return int(f.read())
 
 
+def dead_hosts():
+    """The hosts whose libvirtd is gone."""
+    return [h for h in (SRC, DST)
+            if not os.path.exists(f'/proc/{host_pid(h)}')]
+
+
 def qemu_pid(host, dom):
     try:
         with open(f'{ROOT}/{host}/run/qemu/{dom}.pid') as f:
@@ -574,8 +580,7 @@ class Case:
         for line in out.strip().splitlines()[-3:]:
             log(f'{self.name}: virsh: {line}')
         if rc:
-            dead = [h for h in (SRC, DST) if not os.path.exists(
-                f'/proc/{host_pid(h)}')]
+            dead = dead_hosts()
             if self.case in ('cut-resume', 'abort-resume') and \
                     DST in dead and self.libvirt_resume_crash():
                 raise Skip('--postcopy-resume: the destination\'s libvirtd '
@@ -778,6 +783,17 @@ def main():
             return int(f.read())
 
     free0 = pool_free()
+
+    def pool_back(timeout, when):
+        """Wait for the hugepages the hosts had at the start."""
+        try:
+            wait_for(lambda: pool_free() >= free0, timeout,
+                     f'{args.page} hugepages not back to {free0} free {when}')
+            return True
+        except Failure as e:
+            log(f'{e} ({pool_free()} free)')
+            return False
+
     if not start_hosts():
         print('0 passed, 1 failed')
         return 1
@@ -814,25 +830,14 @@ def main():
                 if c:
                     c.cleanup()
             rows.append(c.row)
-            dead = [h for h in (SRC, DST)
-                    if not os.path.exists(f'/proc/{host_pid(h)}')]
+            dead = dead_hosts()
             if dead:
                 log(f'libvirtd of {", ".join(dead)} gone: restarting the '
                     f'hosts')
                 subprocess.run([LAB_HOSTS, 'stop'])
-                try:
-                    wait_for(lambda: pool_free() >= free0, 120,
-                             f'{args.page} hugepages not back to {free0} '
-                             f'free after the hosts stopped')
-                except Failure as e:
-                    log(f'{e} ({pool_free()} free)')
+                if not pool_back(120, 'after the hosts stopped'):
                     stuck_qemus()
-                    try:
-                        wait_for(lambda: pool_free() >= free0, 60,
-                                 f'{args.page} hugepages still not back '
-                                 f'after SIGKILL')
-                    except Failure as e:
-                        log(f'{e} ({pool_free()} free)')
+                    pool_back(60, 'after SIGKILL')
                 if not start_hosts():
                     failed += 1
                     break
