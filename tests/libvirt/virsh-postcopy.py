@@ -428,11 +428,15 @@ class Case:
                  'BAD' in serial(DST, self.dom), 300,
                  'the guest stopped writing on the destination')
         virsh(DST, 'suspend', self.dom)
+        info = self.hgm_info()
         for h in (SRC, DST):
             if 'BAD' in serial(h, self.dom):
+                blocks = info.get('blocks', []) if info else []
                 raise Failure(f'the guest found a bad page on {h}: '
-                              f'{serial(h, self.dom).split("BAD", 1)[1][:80]}')
-        info = self.hgm_info()
+                              f'{serial(h, self.dom).split("BAD", 1)[1][:80]}'
+                              + ''.join(f'; {b["block"]}: {b["pages-present"]}'
+                                        f' of {b["pages"]} pages present'
+                                        for b in blocks))
         dst_pid = qemu_pid(DST, self.dom)
         smaps = smaps_hugetlb(dst_pid)
         whole = smaps.get(SMAPS_FIELD[a.page], 0)
