@@ -21,6 +21,8 @@ mkdir -p "$out"
 # in every stable release (6.12.117's khugepaged.c misses an include).
 mapfile -t targets < <(awk '!/^#/ && NF >= 3 { sub("^\\./", "", $3); print "'"$out"'/" $3 }' \
 	"$HGM_TOP/tests/mm-selftests/list" | sort -u)
+# and the randomized stress, which the debug-kernel tier runs
+targets+=("$out/hugetlb-hgm-stress")
 hgm_step "build mm selftests (${#targets[@]} programs)" make -s -C "$src/tools/testing/selftests/mm" \
 	-j"$(nproc)" OUTPUT="$out" KHDR_INCLUDES="-isystem $hdr" "${targets[@]}" >"$out/build.log" 2>&1 || {
 	tail -n 30 "$out/build.log" >&2
