@@ -1,0 +1,719 @@
+#!/usr/bin/python3
+"""A hostile migration peer: crafted and random migration streams against
+one side of a postcopy migration of the QEMU fork.
+
+Each case starts one QEMU (machine "none", RAM in a shared memfd, so it
+starts in a fraction of a second) and plays the other side itself:
+
+  dest-*  this script is the source: it writes a migration stream (header,
+          configuration, OPEN_RETURN_PATH, POSTCOPY_ADVISE, the HGM query,
+          the "ram" section, POSTCOPY_LISTEN, then RAM pages in postcopy)
+          with one malformed element, and reads the return path;
+  src-*   this script is the destination: it reads the source's stream
+          and, once the source is in postcopy, sends one malformed page
+          request on the return path.
+
+A case passes when the QEMU under attack neither dies by a signal (an
+assert() aborts, a wild access segfaults) nor hangs, and reports the
+malformed input with the message expected for it; a source keeps its
+guest: its QEMU still runs, the migration failed in precopy and is
+postcopy-paused (recoverable) after the switch.  "fuzz" runs
+--runs random streams (structured: each is a valid prefix followed by
+records whose fields are drawn from boundary values, reproducible from
+--seed) against destinations, and only the first two conditions apply.
+
+Why not libFuzzer: the stream parsers of QEMU live on global migration
+state (the incoming state machine, RAM blocks, userfaultfd), so a harness
+linked into one process would have to rebuild most of QEMU's startup; a
+generator that drives the real binary tests exactly what a peer reaches.
+
+usage: hostile-peer.py --qemu QEMU [--hugepage 2M|1G] [--mem MIB]
+                       [--require-hgm] [--seed N] [--runs N] CASE...
+CASE: dest-discard-past-end dest-discard-wrap dest-discard-name
+      dest-page-flags dest-page-xbzrle src-req-wrap src-req-empty
+      src-req-precopy src-req-preempt-len fuzz, or "all" (every dest-*
+      and src-* case, then fuzz).
+--require-hgm: the destination must place its RAM with HGM (else FAIL):
+               for the lab, where the kernel has HGM.
+Exit status 0 when every case passed; one line per case, then
+"N passed, N failed".
+
+Only the Python standard library is used (QMP: hgmqmp.py).
+"""
+
+import argparse
+import mmap
+import os
+import random
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from hgmqmp import QMP, guest_ram_file
+
+# migration/savevm.h, migration/savevm.c, migration/ram.h, migration.h
+VM_FILE_MAGIC, VM_FILE_VERSION = 0x5145564d, 3
+VM_EOF, VM_SECTION_START, VM_SECTION_PART = 0x00, 0x01, 0x02
+VM_CONFIGURATION, VM_COMMAND, VM_SECTION_FOOTER = 0x07, 0x08, 0x7e
+CMD_OPEN_RETURN_PATH, CMD_PING, CMD_POSTCOPY_ADVISE = 1, 2, 3
+CMD_POSTCOPY_LISTEN, CMD_POSTCOPY_RUN, CMD_POSTCOPY_RAM_DISCARD = 4, 5, 6
+CMD_PACKAGED, CMD_MAX = 7, 12
+FLAG_ZERO, FLAG_PAGE, FLAG_EOS, FLAG_CONTINUE = 0x2, 0x8, 0x10, 0x20
+FLAG_XBZRLE = 0x40
+RP_SHUT, RP_PONG, RP_REQ_PAGES_ID, RP_REQ_PAGES = 1, 2, 3, 4
+HGM_PING_QUERY, HGM_PONG_ACK = 0x48474d51, 0x48474d41  # postcopy-hgm.h
+TARGET_PAGE = 4096
+RAM_SECTION = 1
+
+
+def log(msg):
+    print(f'[hostile {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+class CaseFailed(Exception):
+    """A case failed; its QEMU's output stays in its directory."""
+
+
+# ---------------------------------------------------------------- QEMU
+
+class Qemu:
+    """One QEMU under attack: machine "none" with its RAM in memfd mem0."""
+
+    def __init__(self, args, name, incoming, extra=()):
+        self.dir = tempfile.mkdtemp(prefix=f'hostile-{name}-')
+        self.size = args.mem << 20
+        self.qmp_path = f'{self.dir}/qmp'
+        self.log_path = f'{self.dir}/stderr'
+        backend = f'memory-backend-memfd,id=mem0,size={args.mem}M,share=on'
+        if args.hugepage:
+            backend += f',hugetlb=on,hugetlbsize={args.hugepage}'
+        cmd = [args.qemu, '-nodefaults', '-no-user-config', '-display', 'none',
+               '-machine', 'none,memory-backend=mem0', '-accel', 'tcg',
+               '-m', f'{args.mem}M', '-object', backend,
+               '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
+               *args.qemu_arg, *extra]
+        if incoming:
+            cmd += ['-incoming', 'defer']
+        self.errfile = open(self.log_path, 'w')
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                     stdout=self.errfile,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while not os.path.exists(self.qmp_path):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise CaseFailed('QEMU did not start:\n' + self.stderr())
+            time.sleep(0.05)
+        self.qmp = QMP(self.qmp_path, timeout=30)
+        # A monitor that stops answering (a main loop blocked for good) must
+        # fail the case, not hang it
+        self.qmp.sock.settimeout(20)
+
+    def fill_ram(self):
+        """Random bytes in all of guest RAM (through the memfd), so that
+        precopy takes time: zero pages cost the rate limit nothing."""
+        with open(guest_ram_file(self.proc.pid), 'r+b') as f:
+            m = mmap.mmap(f.fileno(), self.size)
+            m[:] = os.urandom(self.size)
+            m.close()
+
+    def remove(self):
+        """Forget the output of a case that passed."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stderr(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def ramblocks(self):
+        """{name: (page size, used length)} from "info ramblock"."""
+        units = {'B': 1, 'KiB': 1 << 10, 'MiB': 1 << 20, 'GiB': 1 << 30}
+        blocks = {}
+        for line in self.qmp.hmp('info ramblock').splitlines():
+            m = re.match(r'\s*(\S+)\s+(\d+)\s+(\w+)\s+0x[0-9a-f]+\s+'
+                         r'0x([0-9a-f]+)', line)
+            if m:
+                blocks[m.group(1)] = (int(m.group(2)) * units[m.group(3)],
+                                      int(m.group(4), 16))
+        if not blocks:
+            raise CaseFailed('"info ramblock" lists no RAM block')
+        return blocks
+
+    def status(self):
+        try:
+            info = self.qmp.cmd('query-migrate')
+        except (OSError, EOFError, RuntimeError):
+            return None, None
+        return info.get('status'), info.get('error-desc')
+
+    def finish(self, timeout=20):
+        """Wait until the QEMU exits or its migration has ended; then quit
+        it.  Returns (exit status or None if it was still running, the
+        last migration status seen)."""
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                break
+            status, _ = self.status()
+            last = status or last
+            if status in ('failed', 'postcopy-paused', 'completed'):
+                break
+            time.sleep(0.2)
+        rc = self.proc.poll()
+        if rc is None:
+            alive = True
+            try:
+                self.qmp.cmd('quit')
+            except (OSError, EOFError, RuntimeError):
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise CaseFailed(f'QEMU did not quit (migration {last})')
+            if time.time() >= deadline:
+                raise CaseFailed(f'migration still {last} after {timeout} s:'
+                                 ' the peer\'s input neither failed nor'
+                                 ' ended it')
+        else:
+            alive = False
+        self.errfile.close()
+        return (None if alive else rc), last
+
+
+def check_no_crash(q, rc):
+    err = q.stderr()
+    if rc is not None and rc < 0:
+        raise CaseFailed(f'QEMU died by signal {-rc} ({q.log_path});'
+                         ' its last output:\n'
+                         + '\n'.join(err.splitlines()[-8:]))
+    if re.search(r'assertion|Assertion|\*\*ERROR\*\*', err):
+        raise CaseFailed('QEMU reports an assertion:\n' + err[-2000:])
+    return err
+
+
+# ------------------------------------------------ stream to a destination
+
+def be16(v):
+    return struct.pack('>H', v & 0xffff)
+
+
+def be32(v):
+    return struct.pack('>I', v & 0xffffffff)
+
+
+def be64(v):
+    return struct.pack('>Q', v & 0xffffffffffffffff)
+
+
+def counted(s):
+    b = s.encode() if isinstance(s, str) else s
+    return bytes([len(b)]) + b
+
+
+def command(cmd, data=b''):
+    return bytes([VM_COMMAND]) + be16(cmd) + be16(len(data)) + data
+
+
+def footer(section):
+    return bytes([VM_SECTION_FOOTER]) + be32(section)
+
+
+def discard(block, ranges, name=None):
+    data = b'\0' + counted(name if name is not None else block) + b'\0'
+    for start, length in ranges:
+        data += be64(start) + be64(length)
+    return command(CMD_POSTCOPY_RAM_DISCARD, data)
+
+
+def page(block, offset, flags, data=None, cont=False):
+    """One RAM record of a section: header, block name, payload."""
+    rec = be64(offset | flags | (FLAG_CONTINUE if cont else 0))
+    if not cont:
+        rec += counted(block)
+    if flags & FLAG_ZERO and not flags & FLAG_PAGE:
+        rec += b'\0'
+    if flags & FLAG_PAGE:
+        rec += data if data is not None else bytes(range(256)) * 16
+    return rec
+
+
+def ram_part(records):
+    return (bytes([VM_SECTION_PART]) + be32(RAM_SECTION) + b''.join(records)
+            + be64(FLAG_EOS) + footer(RAM_SECTION))
+
+
+class Source:
+    """This script as the source of a postcopy migration into @q."""
+
+    def __init__(self, args, q):
+        self.args, self.q = args, q
+        self.blocks = q.ramblocks()
+        self.block = 'mem0'
+        self.pagesize, self.length = self.blocks[self.block]
+        self.pongs = []
+        srv = socket.socket()
+        srv.bind(('127.0.0.1', 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        srv.close()
+        q.qmp.cmd('migrate-set-capabilities', capabilities=[
+            {'capability': 'postcopy-ram', 'state': True}])
+        q.qmp.cmd('migrate-incoming', uri=f'tcp:127.0.0.1:{port}')
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.sock = socket.create_connection(('127.0.0.1', port))
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.reader = threading.Thread(target=self._read_rp, daemon=True)
+        self.reader.start()
+
+    def _read_rp(self):
+        buf = b''
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 4:
+                    typ, ln = struct.unpack('>HH', buf[:4])
+                    if len(buf) < 4 + ln:
+                        break
+                    if typ == RP_PONG and ln == 4:
+                        self.pongs.append(struct.unpack('>I', buf[4:8])[0])
+                    buf = buf[4 + ln:]
+        except OSError:
+            return
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            pass  # the destination gave up: its status says why
+
+    def prologue(self, hgm_query=True):
+        """Everything up to the switch: the destination is then advised,
+        has its RAM set up (with HGM where it can) and knows section 1 as
+        "ram".  Returns the bytes."""
+        summary = 0
+        for psize, _ in self.blocks.values():
+            summary |= psize
+        s = be32(VM_FILE_MAGIC) + be32(VM_FILE_VERSION)
+        s += bytes([VM_CONFIGURATION]) + be32(4) + b'none'
+        s += command(CMD_OPEN_RETURN_PATH)
+        s += command(CMD_POSTCOPY_ADVISE, be64(summary) + be64(TARGET_PAGE))
+        if hgm_query:
+            s += command(CMD_PING, be32(HGM_PING_QUERY))
+        s += (bytes([VM_SECTION_START]) + be32(RAM_SECTION) + counted('ram')
+              + be32(0) + be32(4) + be64(FLAG_EOS) + footer(RAM_SECTION))
+        return s
+
+    def wait_pong(self, value, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if value in self.pongs:
+                return True
+            if self.q.proc.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return False
+
+    def check_hgm(self):
+        """With --require-hgm: the destination answered the query with HGM
+        and places mem0 4 KiB at a time."""
+        if not self.args.require_hgm:
+            return
+        if not self.wait_pong(HGM_PONG_ACK):
+            raise CaseFailed(f'the destination did not accept HGM (pongs:'
+                             f' {[hex(p) for p in self.pongs]})')
+
+    def end(self):
+        """No more stream: the destination reads EOF (the return path stays
+        open)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def wait_running(q, timeout=30):
+    """Valid input: the destination runs the guest in postcopy."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, err = q.status()
+        try:
+            running = q.qmp.cmd('query-status')['running']
+        except (OSError, EOFError, RuntimeError):
+            running = False
+        if status == 'postcopy-active' and running:
+            return
+        if status in ('failed', None):
+            break
+        time.sleep(0.2)
+    raise CaseFailed(f'the destination is not running in postcopy (migration'
+                     f' {status}: {err}):\n' + q.stderr()[-2000:])
+
+
+def dest_case(args, name, build, expect, fuzzing=False):
+    """Run a destination, feed it prologue + build(src), check the result.
+    @expect is a regular expression its output must match; None: the input
+    is valid and the destination must run the guest in postcopy (unless
+    @fuzzing: then anything but a crash or a hang is fine)."""
+    q = Qemu(args, name, incoming=True)
+    src = None
+    try:
+        src = Source(args, q)
+        src.send(src.prologue())
+        src.check_hgm()
+        src.send(build(src))
+        if expect is None and not fuzzing:
+            wait_running(q)
+        # Nothing more comes: the destination must not wait for ever
+        src.end()
+        rc, status = q.finish()
+    finally:
+        if src:
+            src.close()
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()
+    err = check_no_crash(q, rc)
+    if expect and not re.search(expect, err):
+        raise CaseFailed(f'expected /{expect}/ in the destination\'s output'
+                         f' (migration {status}, exit {rc}):\n{err[-2000:]}')
+    q.remove()
+    return f'destination: {status or "exited"} ({rc if rc is not None else "alive"})'
+
+
+def switch():
+    """The switch as a source makes it: LISTEN and RUN in a package (the
+    destination's main thread reads the package while its listen thread
+    goes on reading the stream)."""
+    blob = command(CMD_POSTCOPY_LISTEN) + command(CMD_POSTCOPY_RUN)
+    return command(CMD_PACKAGED, be32(len(blob))) + blob
+
+
+def switch_then(records, discard_first=True):
+    """A discard of the first page (as sources send), the switch, then one
+    RAM part with @records."""
+    def build(src):
+        out = b''
+        if discard_first:
+            out += discard(src.block, [(0, src.pagesize)])
+        return out + switch() + ram_part(records(src))
+    return build
+
+
+DEST_CASES = {
+    # A discard far past the end of the block: the received bitmap was
+    # cleared before the range was checked.
+    'dest-discard-past-end': (
+        lambda s: discard(s.block, [(1 << 40, 1 << 20)]),
+        r'ram_discard_range: invalid range'),
+    # A discard whose end wraps around 2^64.
+    'dest-discard-wrap': (
+        lambda s: discard(s.block, [(TARGET_PAGE, -TARGET_PAGE)]),
+        r'ram_discard_range: invalid range'),
+    # A block name with a NUL in it, 16 bytes after the NUL: the length of
+    # the ranges was computed from strlen(), so one more range was read
+    # from the stream after the command.
+    'dest-discard-name': (
+        lambda s: discard(s.block, [(0, s.pagesize)],
+                          name=s.block + '\0' + 'x' * 15),
+        r'CMD_POSTCOPY_RAM_DISCARD invalid RAMBlock ID'),
+    # Both PAGE and ZERO in one page header, in postcopy.
+    'dest-page-flags': (
+        switch_then(lambda s: [page(s.block, 0, FLAG_PAGE | FLAG_ZERO)]),
+        r'Unknown combination of migration flags'),
+    # An XBZRLE page in postcopy.
+    'dest-page-xbzrle': (
+        switch_then(lambda s: [page(s.block, 0, FLAG_XBZRLE) + b'\0' * 3]),
+        r'Unknown combination of migration flags'),
+    # No discard before the switch (a source with no dirty page): the
+    # destination left LISTENING for DISCARD, loaded pages with the precopy
+    # code and refused RUN.  Valid input: the destination must run.
+    'dest-switch-without-discard': (
+        switch_then(lambda s: [page(s.block, 0, FLAG_ZERO)],
+                    discard_first=False),
+        None),
+}
+
+
+# ------------------------------------------------------------- fuzzing
+
+def boundary(rng, length):
+    return rng.choice([0, TARGET_PAGE, length - TARGET_PAGE, length,
+                       length + TARGET_PAGE, 1 << 40, 1 << 63,
+                       (1 << 64) - TARGET_PAGE,
+                       rng.randrange(0, max(length, 1), TARGET_PAGE),
+                       rng.getrandbits(64)])
+
+
+def fuzz_record(rng, src):
+    """A random element of the stream after LISTEN."""
+    kind = rng.randrange(6)
+    if kind < 3:  # RAM records in a section part
+        recs = []
+        for i in range(rng.randint(1, 4)):
+            flags = rng.choice([FLAG_ZERO, FLAG_PAGE, FLAG_PAGE | FLAG_ZERO,
+                                FLAG_XBZRLE, FLAG_EOS | FLAG_PAGE, 0x4,
+                                0x80, 0x200, rng.getrandbits(12) & ~0xfe1])
+            off = boundary(rng, src.length) & ~0xfff
+            name = rng.choice([src.block, src.block, '', 'nosuch',
+                               'x' * 255])
+            recs.append(page(name, off, flags, cont=(i and rng.random() < .5)))
+        return ram_part(recs)
+    if kind == 3:  # a discard, in the wrong state after LISTEN too
+        return discard(src.block, [(boundary(rng, src.length),
+                                    boundary(rng, src.length))])
+    if kind == 4:  # a command with a random payload
+        cmd = rng.randrange(CMD_MAX + 2)
+        return command(cmd, rng.randbytes(rng.choice([0, 1, 4, 16, 300])))
+    # raw bytes
+    return rng.randbytes(rng.randint(1, 64))
+
+
+def fuzz(args, seed, runs):
+    failures = []
+    for i in range(runs):
+        rng = random.Random(seed + i)
+        before_listen = rng.random() < 0.2
+
+        def build(src, rng=rng, before_listen=before_listen):
+            out = b''
+            if before_listen:
+                out += discard(src.block, [(boundary(rng, src.length),
+                                            boundary(rng, src.length))])
+            out += switch()
+            for _ in range(rng.randint(1, 5)):
+                out += fuzz_record(rng, src)
+            return out
+        try:
+            dest_case(args, f'fuzz{i}', build, None, fuzzing=True)
+        except CaseFailed as e:
+            failures.append(f'seed {seed + i}: {e}')
+            log(f'fuzz run {i} (seed {seed + i}): FAIL: {e}')
+    if failures:
+        raise CaseFailed(f'{len(failures)} of {runs} runs failed; reproduce'
+                         f' with --seed S --runs 1:\n' + '\n'.join(failures))
+    return f'{runs} random streams (seeds {seed}..{seed + runs - 1})'
+
+
+# ------------------------------------------------- requests to a source
+
+class Destination:
+    """This script as the destination of a postcopy migration from @q:
+    it accepts every connection (main and preempt channels), reads and
+    drops what the source sends, and writes return-path messages."""
+
+    def __init__(self, args, q, preempt):
+        self.q = q
+        self.srv = socket.socket()
+        self.srv.bind(('127.0.0.1', 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+        caps = [{'capability': 'postcopy-ram', 'state': True}]
+        if preempt:
+            caps.append({'capability': 'postcopy-preempt', 'state': True})
+        q.qmp.cmd('migrate-set-capabilities', capabilities=caps)
+        # The source must not wait for an HGM answer this peer never gives;
+        # slow enough that postcopy lasts while the test sends requests.
+        q.qmp.cmd('migrate-set-parameters', **{
+            'postcopy-hgm': 'off', 'max-bandwidth': 1 << 20,
+            'max-postcopy-bandwidth': 1 << 20})
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            if not self.conns:
+                # A source with postcopy-preempt waits for one PONG on the
+                # main channel before it opens the preempt channel
+                c.sendall(be16(RP_PONG) + be16(4) + be32(1))
+            self.conns.append(c)
+            threading.Thread(target=self._drain, args=(c,),
+                             daemon=True).start()
+
+    @staticmethod
+    def _drain(c):
+        try:
+            while c.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+
+    def migrate(self, postcopy=True):
+        self.q.fill_ram()
+        self.q.qmp.cmd('migrate', uri=f'tcp:127.0.0.1:{self.port}')
+        deadline = time.time() + 30
+        want = 'postcopy-active' if postcopy else 'active'
+        while time.time() < deadline:
+            status, err = self.q.status()
+            if status == want and self.conns:
+                return
+            if status == 'active' and postcopy:
+                try:
+                    self.q.qmp.cmd('migrate-start-postcopy')
+                except RuntimeError:
+                    pass
+            if status in ('failed', 'completed', None):
+                raise CaseFailed(f'source migration {status}: {err}')
+            time.sleep(0.1)
+        raise CaseFailed(f'source never reached {want} (still {status}):\n'
+                         + self.q.stderr()[-2000:])
+
+    def request(self, block, start, length):
+        data = be64(start) + be32(length) + counted(block)
+        self.conns[0].sendall(be16(RP_REQ_PAGES_ID) + be16(len(data)) + data)
+
+    def close(self):
+        self.srv.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def src_case(args, name, start, length, expect, postcopy=True,
+             preempt=False):
+    q = Qemu(args, name, incoming=False)
+    dst = None
+    try:
+        dst = Destination(args, q, preempt)
+        dst.migrate(postcopy)
+        dst.request('mem0', start, length)
+        deadline = time.time() + 20
+        status = err = None
+        while time.time() < deadline:
+            status, err = q.status()
+            if status in ('failed', 'postcopy-paused', None):
+                break
+            time.sleep(0.1)
+        rc = q.proc.poll()
+        if rc is None and status not in ('failed', 'postcopy-paused'):
+            raise CaseFailed(f'source still {status} 20 s after the'
+                             ' request: it was not refused')
+        if rc is None:
+            try:
+                q.qmp.cmd('quit')
+            except (OSError, EOFError, RuntimeError):
+                pass
+            q.proc.wait(10)
+        q.errfile.close()
+        check_no_crash(q, q.proc.returncode if rc is not None else None)
+        if rc is not None:
+            raise CaseFailed(f'the source exited ({rc}): it must keep the'
+                             ' guest')
+        if not err or not re.search(expect, err):
+            raise CaseFailed(f'source migration {status}, error-desc'
+                             f' {err!r}, expected /{expect}/')
+        # Precopy fails with the guest still on the source; postcopy
+        # pauses, so that it can be recovered
+        want = 'postcopy-paused' if postcopy else 'failed'
+        if status != want:
+            raise CaseFailed(f'source migration {status}, expected {want}'
+                             f' ({err})')
+        q.remove()
+        return f'source: {status}: {err}'
+    finally:
+        if dst:
+            dst.close()
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()
+
+
+SRC_CASES = {
+    # start near 2^64: start + len - 1 wraps into the block.
+    'src-req-wrap': dict(start=(1 << 64) - TARGET_PAGE, length=2 * TARGET_PAGE,
+                         expect=r'request overrun'),
+    'src-req-empty': dict(start=TARGET_PAGE, length=0,
+                          expect=r'request overrun'),
+    # Before postcopy: RAM may not be set up to answer.
+    'src-req-precopy': dict(start=0, length=TARGET_PAGE, postcopy=False,
+                            expect=r'before postcopy started'),
+    # With preempt, a request that is not whole host pages (hugepages
+    # only; on 4 KiB RAM every aligned length is whole pages).
+    'src-req-preempt-len': dict(start=0, length=TARGET_PAGE, preempt=True,
+                                expect=r'is not a multiple of the page size'),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--qemu', required=True)
+    ap.add_argument('--hugepage', choices=['2M', '1G'])
+    ap.add_argument('--mem', type=int, default=0,
+                    help='guest RAM in MiB (default: 64, or 2 hugepages)')
+    ap.add_argument('--require-hgm', action='store_true')
+    ap.add_argument('--qemu-arg', action='append', default=[],
+                    help='one more argument for QEMU (e.g. -trace ...)')
+    ap.add_argument('--seed', type=int, default=int(time.time()))
+    ap.add_argument('--runs', type=int, default=20)
+    ap.add_argument('cases', nargs='+')
+    args = ap.parse_args()
+    if not args.mem:
+        args.mem = {'2M': 4, '1G': 2048}.get(args.hugepage, 64)
+    cases = []
+    for c in args.cases:
+        if c == 'all':
+            cases += list(DEST_CASES) + list(SRC_CASES) + ['fuzz']
+        elif c in DEST_CASES or c in SRC_CASES or c == 'fuzz':
+            cases.append(c)
+        else:
+            ap.error(f'unknown case {c}')
+    passed = failed = skipped = 0
+    for c in cases:
+        log(f'--- {c}')
+        try:
+            if c in DEST_CASES:
+                build, expect = DEST_CASES[c]
+                detail = dest_case(args, c, build, expect)
+            elif c in SRC_CASES:
+                kw = SRC_CASES[c]
+                if kw.get('preempt') and not args.hugepage:
+                    print(f'=== {c}: SKIP (needs --hugepage: on 4 KiB RAM'
+                          ' every aligned request is whole pages)')
+                    skipped += 1
+                    continue
+                detail = src_case(args, c, **kw)
+            else:
+                detail = fuzz(args, args.seed, args.runs)
+        except CaseFailed as e:
+            print(f'=== {c}: FAIL: {e}', flush=True)
+            failed += 1
+            continue
+        print(f'=== {c}: PASS ({detail})', flush=True)
+        passed += 1
+    print(f'{passed} passed, {failed} failed, {skipped} skipped')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
