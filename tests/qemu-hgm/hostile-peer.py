@@ -20,7 +20,8 @@ guest: its QEMU still runs, the migration failed in precopy and is
 postcopy-paused (recoverable) after the switch.  "fuzz" runs
 --runs random streams (structured: each is a valid prefix followed by
 records whose fields are drawn from boundary values, reproducible from
---seed) against destinations, and only the first two conditions apply.
+--seed) against destinations, "src-fuzz" --src-runs random return-path
+messages against sources; there only the first two conditions apply.
 
 Why not libFuzzer: the stream parsers of QEMU live on global migration
 state (the incoming state machine, RAM blocks, userfaultfd), so a harness
@@ -28,11 +29,13 @@ linked into one process would have to rebuild most of QEMU's startup; a
 generator that drives the real binary tests exactly what a peer reaches.
 
 usage: hostile-peer.py --qemu QEMU [--hugepage 2M|1G] [--mem MIB]
-                       [--require-hgm] [--seed N] [--runs N] CASE...
+                       [--require-hgm] [--seed N] [--runs N] [--src-runs N]
+                       CASE...
 CASE: dest-discard-past-end dest-discard-wrap dest-discard-name
-      dest-page-flags dest-page-xbzrle src-req-wrap src-req-empty
-      src-req-precopy src-req-preempt-len fuzz, or "all" (every dest-*
-      and src-* case, then fuzz).
+      dest-page-flags dest-page-xbzrle dest-switch-without-discard
+      src-req-wrap src-req-empty src-req-precopy src-req-preempt-len
+      fuzz src-fuzz, or "all" (every dest-* and src-* case, then both
+      fuzz runs).
 --require-hgm: the destination must place its RAM with HGM (else FAIL):
                for the lab, where the kernel has HGM.
 Exit status 0 when every case passed; one line per case, then
@@ -88,6 +91,7 @@ class Qemu:
     def __init__(self, args, name, incoming, extra=()):
         self.dir = tempfile.mkdtemp(prefix=f'hostile-{name}-')
         self.size = args.mem << 20
+        self.keep = args.keep
         self.qmp_path = f'{self.dir}/qmp'
         self.log_path = f'{self.dir}/stderr'
         backend = f'memory-backend-memfd,id=mem0,size={args.mem}M,share=on'
@@ -125,8 +129,9 @@ class Qemu:
             m.close()
 
     def remove(self):
-        """Forget the output of a case that passed."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Forget the output of a case that passed (unless --keep)."""
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def stderr(self):
         with open(self.log_path, errors='replace') as f:
@@ -255,19 +260,22 @@ def ram_part(records):
 class Source:
     """This script as the source of a postcopy migration into @q."""
 
-    def __init__(self, args, q):
+    def __init__(self, args, q, preempt=False):
         self.args, self.q = args, q
         self.blocks = q.ramblocks()
         self.block = 'mem0'
         self.pagesize, self.length = self.blocks[self.block]
         self.pongs = []
+        self.fast = None
         srv = socket.socket()
         srv.bind(('127.0.0.1', 0))
         srv.listen(1)
-        port = srv.getsockname()[1]
+        self.port = port = srv.getsockname()[1]
         srv.close()
-        q.qmp.cmd('migrate-set-capabilities', capabilities=[
-            {'capability': 'postcopy-ram', 'state': True}])
+        caps = [{'capability': 'postcopy-ram', 'state': True}]
+        if preempt:
+            caps.append({'capability': 'postcopy-preempt', 'state': True})
+        q.qmp.cmd('migrate-set-capabilities', capabilities=caps)
         q.qmp.cmd('migrate-incoming', uri=f'tcp:127.0.0.1:{port}')
         deadline = time.time() + 10
         while True:
@@ -341,6 +349,17 @@ class Source:
             raise CaseFailed(f'the destination did not accept HGM (pongs:'
                              f' {[hex(p) for p in self.pongs]})')
 
+    def open_fast(self):
+        """The postcopy-preempt channel: the second connection, which a
+        source opens when it switches to postcopy."""
+        self.fast = socket.create_connection(('127.0.0.1', self.port))
+
+    def send_fast(self, data):
+        try:
+            self.fast.sendall(data)
+        except OSError:
+            pass
+
     def end(self):
         """No more stream: the destination reads EOF (the return path stays
         open)."""
@@ -350,11 +369,12 @@ class Source:
             pass
 
     def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-        except OSError:
-            pass
+        for sock in (self.sock, self.fast):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except (OSError, AttributeError):
+                pass
 
 
 def wait_running(q, timeout=30):
@@ -375,18 +395,24 @@ def wait_running(q, timeout=30):
                      f' {status}: {err}):\n' + q.stderr()[-2000:])
 
 
-def dest_case(args, name, build, expect, fuzzing=False):
+def dest_case(args, name, build, expect, fuzzing=False, preempt=False,
+              fast=None):
     """Run a destination, feed it prologue + build(src), check the result.
     @expect is a regular expression its output must match; None: the input
     is valid and the destination must run the guest in postcopy (unless
-    @fuzzing: then anything but a crash or a hang is fine)."""
+    @fuzzing: then anything but a crash or a hang is fine).  With @preempt,
+    fast(src) returns what to send on the preempt channel after that."""
     q = Qemu(args, name, incoming=True)
     src = None
     try:
-        src = Source(args, q)
+        src = Source(args, q, preempt)
         src.send(src.prologue())
         src.check_hgm()
+        if preempt:
+            src.open_fast()
         src.send(build(src))
+        if fast:
+            src.send_fast(fast(src))
         if expect is None and not fuzzing:
             wait_running(q)
         # Nothing more comes: the destination must not wait for ever
@@ -450,6 +476,13 @@ DEST_CASES = {
     'dest-page-xbzrle': (
         switch_then(lambda s: [page(s.block, 0, FLAG_XBZRLE) + b'\0' * 3]),
         r'Unknown combination of migration flags'),
+    # The same on the postcopy-preempt channel (raw RAM records, no
+    # section): the destination's fast load thread.
+    'dest-preempt-page-flags': (
+        switch_then(lambda s: []),
+        r'Unknown combination of migration flags',
+        dict(preempt=True, fast=lambda s: page(
+            s.block, 0, FLAG_PAGE | FLAG_ZERO) + be64(FLAG_EOS))),
     # No discard before the switch (a source with no dirty page): the
     # destination left LISTENING for DISCARD, loaded pages with the precopy
     # code and refused RUN.  Valid input: the destination must run.
@@ -587,9 +620,15 @@ class Destination:
         raise CaseFailed(f'source never reached {want} (still {status}):\n'
                          + self.q.stderr()[-2000:])
 
+    def send(self, msg):
+        try:
+            self.conns[0].sendall(msg)
+        except OSError:
+            pass  # the source gave up: its status says why
+
     def request(self, block, start, length):
         data = be64(start) + be32(length) + counted(block)
-        self.conns[0].sendall(be16(RP_REQ_PAGES_ID) + be16(len(data)) + data)
+        self.send(be16(RP_REQ_PAGES_ID) + be16(len(data)) + data)
 
     def close(self):
         self.srv.close()
@@ -600,14 +639,88 @@ class Destination:
                 pass
 
 
-def src_case(args, name, start, length, expect, postcopy=True,
-             preempt=False):
+def src_fuzz_message(rng, length):
+    """A random return-path message: mostly page requests, with fields
+    drawn from boundary values; a payload that fits its type four times
+    in five, a length that does not match it one time in five."""
+    typ = rng.choice([RP_REQ_PAGES_ID, RP_REQ_PAGES_ID, RP_REQ_PAGES,
+                      RP_REQ_PAGES, 0, RP_SHUT, RP_PONG, 5, 6, 7, 8, 0xffff])
+    start = rng.choice([boundary(rng, length), (1 << 64) - TARGET_PAGE,
+                        rng.randrange(0, length, TARGET_PAGE)])
+    size = rng.choice([boundary(rng, length), TARGET_PAGE, 2 * TARGET_PAGE,
+                       0x200000, 0xffffffff]) & 0xffffffff
+    name = counted(rng.choice(['mem0', 'mem0', '', 'nosuch', 'x' * 255]))
+    shaped = {RP_REQ_PAGES_ID: be64(start) + be32(size) + name,
+              RP_REQ_PAGES: be64(start) + be32(size),
+              RP_SHUT: be32(rng.choice([0, 1])),
+              RP_PONG: be32(rng.choice([1, HGM_PONG_ACK, HGM_PING_QUERY])),
+              5: name, 6: be32(rng.choice([0, 1, 0x4f4b4159])), 7: b''}
+    if typ in shaped and rng.random() < 0.8:
+        data = shaped[typ]
+    else:
+        data = rng.randbytes(rng.choice([0, 3, 12, 300, 600]))
+    if rng.random() < 0.2:
+        return be16(typ) + be16(rng.getrandbits(16)) + data
+    return be16(typ) + be16(len(data)) + data
+
+
+def src_fuzz(args, seed, runs):
+    """Random return-path messages into sources in postcopy (or still in
+    precopy): anything but a crash, a hang or an exit is fine."""
+    failures = []
+    for i in range(runs):
+        rng = random.Random(seed + i)
+        postcopy = rng.random() < 0.8
+
+        def send(dst, rng=rng):
+            # The first message the source refuses ends its return path:
+            # valid requests first, so that the random one meets a source
+            # that has served some
+            for _ in range(rng.randint(0, 3)):
+                dst.request('mem0', rng.randrange(0, args.mem << 20,
+                                                  TARGET_PAGE), TARGET_PAGE)
+            dst.send(src_fuzz_message(rng, args.mem << 20))
+        try:
+            src_case(args, f'src-fuzz{i}', send, None, postcopy=postcopy)
+        except CaseFailed as e:
+            failures.append(f'seed {seed + i}: {e}')
+            log(f'src-fuzz run {i} (seed {seed + i}): FAIL: {e}')
+    if failures:
+        raise CaseFailed(f'{len(failures)} of {runs} runs failed; reproduce'
+                         f' with --seed S --src-runs 1:\n' +
+                         '\n'.join(failures))
+    return f'{runs} random return paths (seeds {seed}..{seed + runs - 1})'
+
+
+def src_case(args, name, send, expect, postcopy=True, preempt=False):
+    """Run a source into this script, send(dst) once it is in postcopy (or
+    precopy), check the result: @expect is a regular expression its
+    migration's error must match; None (fuzzing): only that the source
+    neither died nor hangs."""
     q = Qemu(args, name, incoming=False)
     dst = None
     try:
         dst = Destination(args, q, preempt)
         dst.migrate(postcopy)
-        dst.request('mem0', start, length)
+        send(dst)
+        if expect is None:
+            time.sleep(2)
+            status, err = q.status()
+            rc = q.proc.poll()
+            if rc is None and status is None:
+                raise CaseFailed('the source\'s monitor does not answer')
+            if rc is None:
+                try:
+                    q.qmp.cmd('quit')
+                except (OSError, EOFError, RuntimeError):
+                    pass
+                q.proc.wait(10)
+            q.errfile.close()
+            check_no_crash(q, q.proc.returncode)
+            if rc is not None:
+                raise CaseFailed(f'the source exited ({rc})')
+            q.remove()
+            return f'source: {status}'
         deadline = time.time() + 20
         status = err = None
         while time.time() < deadline:
@@ -649,18 +762,22 @@ def src_case(args, name, start, length, expect, postcopy=True,
             q.proc.wait()
 
 
+def req(start, length):
+    return lambda dst: dst.request('mem0', start, length)
+
+
 SRC_CASES = {
     # start near 2^64: start + len - 1 wraps into the block.
-    'src-req-wrap': dict(start=(1 << 64) - TARGET_PAGE, length=2 * TARGET_PAGE,
+    'src-req-wrap': dict(send=req((1 << 64) - TARGET_PAGE, 2 * TARGET_PAGE),
                          expect=r'request overrun'),
-    'src-req-empty': dict(start=TARGET_PAGE, length=0,
+    'src-req-empty': dict(send=req(TARGET_PAGE, 0),
                           expect=r'request overrun'),
     # Before postcopy: RAM may not be set up to answer.
-    'src-req-precopy': dict(start=0, length=TARGET_PAGE, postcopy=False,
+    'src-req-precopy': dict(send=req(0, TARGET_PAGE), postcopy=False,
                             expect=r'before postcopy started'),
     # With preempt, a request that is not whole host pages (hugepages
     # only; on 4 KiB RAM every aligned length is whole pages).
-    'src-req-preempt-len': dict(start=0, length=TARGET_PAGE, preempt=True,
+    'src-req-preempt-len': dict(send=req(0, TARGET_PAGE), preempt=True,
                                 expect=r'is not a multiple of the page size'),
 }
 
@@ -672,10 +789,15 @@ def main():
     ap.add_argument('--mem', type=int, default=0,
                     help='guest RAM in MiB (default: 64, or 2 hugepages)')
     ap.add_argument('--require-hgm', action='store_true')
+    ap.add_argument('--keep', action='store_true',
+                    help='keep the output of QEMUs that passed too')
     ap.add_argument('--qemu-arg', action='append', default=[],
                     help='one more argument for QEMU (e.g. -trace ...)')
     ap.add_argument('--seed', type=int, default=int(time.time()))
-    ap.add_argument('--runs', type=int, default=20)
+    ap.add_argument('--runs', type=int, default=20,
+                    help='random streams of "fuzz" (about 0.5 s each)')
+    ap.add_argument('--src-runs', type=int, default=5,
+                    help='random return paths of "src-fuzz" (about 3 s each)')
     ap.add_argument('cases', nargs='+')
     args = ap.parse_args()
     if not args.mem:
@@ -683,8 +805,9 @@ def main():
     cases = []
     for c in args.cases:
         if c == 'all':
-            cases += list(DEST_CASES) + list(SRC_CASES) + ['fuzz']
-        elif c in DEST_CASES or c in SRC_CASES or c == 'fuzz':
+            cases += list(DEST_CASES) + list(SRC_CASES) + ['fuzz',
+                                                           'src-fuzz']
+        elif c in DEST_CASES or c in SRC_CASES or c in ('fuzz', 'src-fuzz'):
             cases.append(c)
         else:
             ap.error(f'unknown case {c}')
@@ -693,8 +816,9 @@ def main():
         log(f'--- {c}')
         try:
             if c in DEST_CASES:
-                build, expect = DEST_CASES[c]
-                detail = dest_case(args, c, build, expect)
+                build, expect, *opts = DEST_CASES[c]
+                detail = dest_case(args, c, build, expect,
+                                   **(opts[0] if opts else {}))
             elif c in SRC_CASES:
                 kw = SRC_CASES[c]
                 if kw.get('preempt') and not args.hugepage:
@@ -704,7 +828,8 @@ def main():
                     continue
                 detail = src_case(args, c, **kw)
             else:
-                detail = fuzz(args, args.seed, args.runs)
+                detail = (fuzz(args, args.seed, args.runs) if c == 'fuzz'
+                          else src_fuzz(args, args.seed, args.src_runs))
         except CaseFailed as e:
             print(f'=== {c}: FAIL: {e}', flush=True)
             failed += 1
