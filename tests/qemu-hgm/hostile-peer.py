@@ -32,10 +32,12 @@ usage: hostile-peer.py --qemu QEMU [--hugepage 2M|1G] [--mem MIB]
                        [--require-hgm] [--seed N] [--runs N] [--src-runs N]
                        CASE...
 CASE: dest-discard-past-end dest-discard-wrap dest-discard-name
-      dest-page-flags dest-page-xbzrle dest-switch-without-discard
-      src-req-wrap src-req-empty src-req-precopy src-req-preempt-len
-      fuzz src-fuzz, or "all" (every dest-* and src-* case, then both
-      fuzz runs).
+      dest-page-flags dest-page-xbzrle dest-preempt-page-flags
+      dest-hgm-newer-source dest-hgm-unversioned-source
+      dest-switch-without-discard src-req-wrap src-req-empty
+      src-req-precopy src-req-preempt-len src-hgm-bad-version
+      dest-hgm-setup-fails-auto dest-hgm-setup-fails-on fuzz src-fuzz,
+      or "all" (every dest-* and src-* case, then both fuzz runs).
 --require-hgm: the destination must place its RAM with HGM (else FAIL):
                for the lab, where the kernel has HGM.
 Exit status 0 when every case passed; one line per case, then
@@ -70,7 +72,11 @@ CMD_PACKAGED, CMD_MAX = 7, 12
 FLAG_ZERO, FLAG_PAGE, FLAG_EOS, FLAG_CONTINUE = 0x2, 0x8, 0x10, 0x20
 FLAG_XBZRLE = 0x40
 RP_SHUT, RP_PONG, RP_REQ_PAGES_ID, RP_REQ_PAGES = 1, 2, 3, 4
-HGM_PING_QUERY, HGM_PONG_ACK = 0x48474d51, 0x48474d41  # postcopy-hgm.h
+# postcopy-hgm.h: "HGQ"/"HGA" and the protocol version in the low byte
+HGM_QUERY_MAGIC, HGM_ACK_MAGIC, HGM_VERSION = 0x48475100, 0x48474100, 1
+HGM_PING_QUERY = HGM_QUERY_MAGIC | HGM_VERSION
+HGM_PONG_ACK = HGM_ACK_MAGIC | HGM_VERSION
+HGM_UNVERSIONED_QUERY = 0x48474d51  # "HGMQ", before versions existed
 TARGET_PAGE = 4096
 RAM_SECTION = 1
 
@@ -88,7 +94,7 @@ class CaseFailed(Exception):
 class Qemu:
     """One QEMU under attack: machine "none" with its RAM in memfd mem0."""
 
-    def __init__(self, args, name, incoming, extra=()):
+    def __init__(self, args, name, incoming, extra=(), backend_extra=''):
         self.dir = tempfile.mkdtemp(prefix=f'hostile-{name}-')
         self.size = args.mem << 20
         self.keep = args.keep
@@ -97,6 +103,7 @@ class Qemu:
         backend = f'memory-backend-memfd,id=mem0,size={args.mem}M,share=on'
         if args.hugepage:
             backend += f',hugetlb=on,hugetlbsize={args.hugepage}'
+        backend += backend_extra
         cmd = [args.qemu, '-nodefaults', '-no-user-config', '-display', 'none',
                '-machine', 'none,memory-backend=mem0', '-accel', 'tcg',
                '-m', f'{args.mem}M', '-object', backend,
@@ -260,7 +267,7 @@ def ram_part(records):
 class Source:
     """This script as the source of a postcopy migration into @q."""
 
-    def __init__(self, args, q, preempt=False):
+    def __init__(self, args, q, preempt=False, exit_on_error=True):
         self.args, self.q = args, q
         self.blocks = q.ramblocks()
         self.block = 'mem0'
@@ -276,7 +283,8 @@ class Source:
         if preempt:
             caps.append({'capability': 'postcopy-preempt', 'state': True})
         q.qmp.cmd('migrate-set-capabilities', capabilities=caps)
-        q.qmp.cmd('migrate-incoming', uri=f'tcp:127.0.0.1:{port}')
+        q.qmp.cmd('migrate-incoming', uri=f'tcp:127.0.0.1:{port}',
+                  **{'exit-on-error': exit_on_error})
         deadline = time.time() + 10
         while True:
             try:
@@ -313,10 +321,11 @@ class Source:
         except OSError:
             pass  # the destination gave up: its status says why
 
-    def prologue(self, hgm_query=True):
+    def prologue(self, hgm_query=HGM_PING_QUERY):
         """Everything up to the switch: the destination is then advised,
         has its RAM set up (with HGM where it can) and knows section 1 as
-        "ram".  Returns the bytes."""
+        "ram".  @hgm_query: the value of the HGM query PING (None: no
+        query).  Returns the bytes."""
         summary = 0
         for psize, _ in self.blocks.values():
             summary |= psize
@@ -324,8 +333,8 @@ class Source:
         s += bytes([VM_CONFIGURATION]) + be32(4) + b'none'
         s += command(CMD_OPEN_RETURN_PATH)
         s += command(CMD_POSTCOPY_ADVISE, be64(summary) + be64(TARGET_PAGE))
-        if hgm_query:
-            s += command(CMD_PING, be32(HGM_PING_QUERY))
+        if hgm_query is not None:
+            s += command(CMD_PING, be32(hgm_query))
         s += (bytes([VM_SECTION_START]) + be32(RAM_SECTION) + counted('ram')
               + be32(0) + be32(4) + be64(FLAG_EOS) + footer(RAM_SECTION))
         return s
@@ -340,12 +349,12 @@ class Source:
             time.sleep(0.1)
         return False
 
-    def check_hgm(self):
+    def check_hgm(self, ack=HGM_PONG_ACK):
         """With --require-hgm: the destination answered the query with HGM
-        and places mem0 4 KiB at a time."""
+        (@ack) and places mem0 4 KiB at a time."""
         if not self.args.require_hgm:
             return
-        if not self.wait_pong(HGM_PONG_ACK):
+        if not self.wait_pong(ack):
             raise CaseFailed(f'the destination did not accept HGM (pongs:'
                              f' {[hex(p) for p in self.pongs]})')
 
@@ -396,24 +405,29 @@ def wait_running(q, timeout=30):
 
 
 def dest_case(args, name, build, expect, fuzzing=False, preempt=False,
-              fast=None):
+              fast=None, query=HGM_PING_QUERY, check=None):
     """Run a destination, feed it prologue + build(src), check the result.
     @expect is a regular expression its output must match; None: the input
     is valid and the destination must run the guest in postcopy (unless
     @fuzzing: then anything but a crash or a hang is fine).  With @preempt,
-    fast(src) returns what to send on the preempt channel after that."""
+    fast(src) returns what to send on the preempt channel after that.
+    @query: the HGM query; check(src), if given, checks the answer instead
+    of --require-hgm."""
     q = Qemu(args, name, incoming=True)
     src = None
     try:
         src = Source(args, q, preempt)
-        src.send(src.prologue())
-        src.check_hgm()
+        src.send(src.prologue(query))
+        if check:
+            check(src)
+        else:
+            src.check_hgm()
         if preempt:
             src.open_fast()
         src.send(build(src))
         if fast:
             src.send_fast(fast(src))
-        if expect is None and not fuzzing:
+        if expect is None and not fuzzing and not check:
             wait_running(q)
         # Nothing more comes: the destination must not wait for ever
         src.end()
@@ -430,6 +444,12 @@ def dest_case(args, name, build, expect, fuzzing=False, preempt=False,
                          f' (migration {status}, exit {rc}):\n{err[-2000:]}')
     q.remove()
     return f'destination: {status or "exited"} ({rc if rc is not None else "alive"})'
+
+
+def expect_pong(src, value):
+    if not src.wait_pong(value, timeout=60):
+        raise CaseFailed(f'expected PONG {value:#x} to the HGM query, got'
+                         f' {[hex(p) for p in src.pongs]}')
 
 
 def switch():
@@ -483,6 +503,19 @@ DEST_CASES = {
         r'Unknown combination of migration flags',
         dict(preempt=True, fast=lambda s: page(
             s.block, 0, FLAG_PAGE | FLAG_ZERO) + be64(FLAG_EOS))),
+    # A later fork asks with version 2: an HGM destination answers with
+    # version 1, its own; one without HGM echoes the query.
+    'dest-hgm-newer-source': (
+        lambda s: b'', None,
+        dict(query=HGM_QUERY_MAGIC | 2, check=lambda s: expect_pong(
+            s, HGM_ACK_MAGIC | 1 if s.args.require_hgm
+            else HGM_QUERY_MAGIC | 2))),
+    # A fork from before versions existed asks "HGMQ": echoed, so it takes
+    # the upstream path.
+    'dest-hgm-unversioned-source': (
+        lambda s: b'', None,
+        dict(query=HGM_UNVERSIONED_QUERY, check=lambda s: expect_pong(
+            s, HGM_UNVERSIONED_QUERY))),
     # No discard before the switch (a source with no dirty page): the
     # destination left LISTENING for DISCARD, loaded pages with the precopy
     # code and refused RUN.  Valid input: the destination must run.
@@ -490,6 +523,95 @@ DEST_CASES = {
         switch_then(lambda s: [page(s.block, 0, FLAG_ZERO)],
                     discard_first=False),
         None),
+}
+
+
+# ------------------------------------------- HGM setup that cannot work
+
+def hog_hugepages(size, keep_free):
+    """Allocate every free hugepage of @size bytes but @keep_free, in a
+    hugetlb memfd; returns its fd (close it to free them), or None if
+    there is nothing to take."""
+    d = f'/sys/kernel/mm/hugepages/hugepages-{size >> 10}kB'
+    free = int(open(f'{d}/free_hugepages').read())
+    if free <= keep_free:
+        return None
+    flag = {2 << 20: os.MFD_HUGE_2MB, 1 << 30: os.MFD_HUGE_1GB}[size]
+    fd = os.memfd_create('hostile-peer-hog', os.MFD_HUGETLB | flag)
+    os.ftruncate(fd, (free - keep_free) * size)
+    os.posix_fallocate(fd, 0, (free - keep_free) * size)
+    return fd
+
+
+def hgm_info(q):
+    return q.qmp.cmd('query-postcopy-hgm')
+
+
+def hgm_setup_failure(args, name, mode):
+    """The destination's RAM (reserve=off) cannot be populated: all but
+    one free hugepage are taken.  Under auto the query must say "unused"
+    and why, under on "failed", and query-migrate must give the reason.
+    On a kernel without HGM the reason is that instead (still "unused"
+    or "failed", never "setup" for ever)."""
+    if not args.hugepage:
+        return None
+    hpsize = {'2M': 2 << 20, '1G': 1 << 30}[args.hugepage]
+    q = Qemu(args, name, incoming=True, backend_extra=',reserve=off')
+    hog = src = None
+    try:
+        q.qmp.cmd('migrate-set-parameters', **{'postcopy-hgm': mode})
+        hog = hog_hugepages(hpsize, 1)
+        src = Source(args, q, exit_on_error=False)
+        src.send(src.prologue())
+        want = 'unused' if mode == 'auto' else 'failed'
+        deadline = time.time() + 60
+        while True:
+            info = hgm_info(q)
+            if info['status'] == want or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        reason = info.get('reason', '')
+        if info['status'] != want or not reason:
+            raise CaseFailed(f'query-postcopy-hgm: {info}, expected status'
+                             f' {want} with a reason')
+        if args.require_hgm and 'allocate' not in reason:
+            raise CaseFailed(f'reason {reason!r}: expected the allocation'
+                             ' failure')
+        if mode == 'auto':
+            # The query is answered with an echo: no HGM, upstream postcopy
+            expect_pong(src, HGM_PING_QUERY)
+            src.send(discard(src.block, [(0, src.pagesize)]))
+            time.sleep(1)
+            info = hgm_info(q)
+            if info['status'] != 'unused':
+                raise CaseFailed(f'after the first discard: {info}')
+            detail = f'unused: {reason}'
+        else:
+            status, err = q.status()
+            if status != 'failed' or reason not in (err or ''):
+                raise CaseFailed(f'query-migrate: {status}, error {err!r};'
+                                 f' expected failed with {reason!r}')
+            detail = f'failed, query-migrate: {err}'
+        src.end()
+        q.finish()
+        check_no_crash(q, q.proc.returncode)
+        q.remove()
+        return f'destination {detail}'
+    finally:
+        if src:
+            src.close()
+        if hog is not None:
+            os.close(hog)
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()
+
+
+SPECIAL_CASES = {
+    'dest-hgm-setup-fails-auto': lambda args: hgm_setup_failure(
+        args, 'dest-hgm-setup-fails-auto', 'auto'),
+    'dest-hgm-setup-fails-on': lambda args: hgm_setup_failure(
+        args, 'dest-hgm-setup-fails-on', 'on'),
 }
 
 
@@ -560,7 +682,7 @@ class Destination:
     it accepts every connection (main and preempt channels), reads and
     drops what the source sends, and writes return-path messages."""
 
-    def __init__(self, args, q, preempt):
+    def __init__(self, args, q, preempt, hgm='off'):
         self.q = q
         self.srv = socket.socket()
         self.srv.bind(('127.0.0.1', 0))
@@ -572,10 +694,11 @@ class Destination:
         if preempt:
             caps.append({'capability': 'postcopy-preempt', 'state': True})
         q.qmp.cmd('migrate-set-capabilities', capabilities=caps)
-        # The source must not wait for an HGM answer this peer never gives;
-        # slow enough that postcopy lasts while the test sends requests.
+        # The source must not wait for an HGM answer this peer never gives
+        # (unless the case answers); slow enough that postcopy lasts while
+        # the test sends requests.
         q.qmp.cmd('migrate-set-parameters', **{
-            'postcopy-hgm': 'off', 'max-bandwidth': 1 << 20,
+            'postcopy-hgm': hgm, 'max-bandwidth': 1 << 20,
             'max-postcopy-bandwidth': 1 << 20})
 
     def _accept(self):
@@ -692,7 +815,8 @@ def src_fuzz(args, seed, runs):
     return f'{runs} random return paths (seeds {seed}..{seed + runs - 1})'
 
 
-def src_case(args, name, send, expect, postcopy=True, preempt=False):
+def src_case(args, name, send, expect, postcopy=True, preempt=False,
+             hgm='off'):
     """Run a source into this script, send(dst) once it is in postcopy (or
     precopy), check the result: @expect is a regular expression its
     migration's error must match; None (fuzzing): only that the source
@@ -700,7 +824,7 @@ def src_case(args, name, send, expect, postcopy=True, preempt=False):
     q = Qemu(args, name, incoming=False)
     dst = None
     try:
-        dst = Destination(args, q, preempt)
+        dst = Destination(args, q, preempt, hgm)
         dst.migrate(postcopy)
         send(dst)
         if expect is None:
@@ -779,6 +903,12 @@ SRC_CASES = {
     # only; on 4 KiB RAM every aligned length is whole pages).
     'src-req-preempt-len': dict(send=req(0, TARGET_PAGE), preempt=True,
                                 expect=r'is not a multiple of the page size'),
+    # An answer to the HGM query with a version the source did not offer:
+    # a broken destination, fails the migration even under auto.
+    'src-hgm-bad-version': dict(
+        send=lambda dst: dst.send(be16(RP_PONG) + be16(4) +
+                                  be32(HGM_ACK_MAGIC | (HGM_VERSION + 1))),
+        postcopy=False, hgm='auto', expect=r'protocol version 2'),
 }
 
 
@@ -805,9 +935,10 @@ def main():
     cases = []
     for c in args.cases:
         if c == 'all':
-            cases += list(DEST_CASES) + list(SRC_CASES) + ['fuzz',
-                                                           'src-fuzz']
-        elif c in DEST_CASES or c in SRC_CASES or c in ('fuzz', 'src-fuzz'):
+            cases += (list(DEST_CASES) + list(SPECIAL_CASES) + list(SRC_CASES)
+                      + ['fuzz', 'src-fuzz'])
+        elif (c in DEST_CASES or c in SRC_CASES or c in SPECIAL_CASES or
+              c in ('fuzz', 'src-fuzz')):
             cases.append(c)
         else:
             ap.error(f'unknown case {c}')
@@ -819,6 +950,12 @@ def main():
                 build, expect, *opts = DEST_CASES[c]
                 detail = dest_case(args, c, build, expect,
                                    **(opts[0] if opts else {}))
+            elif c in SPECIAL_CASES:
+                detail = SPECIAL_CASES[c](args)
+                if detail is None:
+                    print(f'=== {c}: SKIP (needs --hugepage)')
+                    skipped += 1
+                    continue
             elif c in SRC_CASES:
                 kw = SRC_CASES[c]
                 if kw.get('preempt') and not args.hugepage:
