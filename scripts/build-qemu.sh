@@ -143,7 +143,8 @@ done
 datadirs=("$out"/qemu-bundle/*/*/share/qemu)
 datadir=${datadirs[0]}
 [ -d "$datadir" ] || hgm_die "no data directory in $out/qemu-bundle/*/*/share/qemu"
-for f in /usr/share/seabios/bios-256k.bin /usr/share/seabios/vgabios-*.bin \
+for f in /usr/share/seabios/bios-256k.bin /usr/share/seabios/bios-microvm.bin \
+	/usr/share/seabios/vgabios-*.bin \
 	/usr/lib/ipxe/qemu/efi-*.rom "$out"/pc-bios/optionrom/linuxboot_dma.bin \
 	"$out"/pc-bios/optionrom/multiboot_dma.bin "$out"/pc-bios/optionrom/kvmvapic.bin; do
 	ln -sf "$f" "$datadir/${f##*/}"

@@ -70,8 +70,8 @@ pkgs=(
 	# firmware for the lab VM (the source package strips QEMU's blobs);
 	# gcc-multilib builds QEMU's 16-bit option ROMs and 32-bit selftests
 	seabios ipxe-qemu gcc-multilib
-	# running the tests
-	procps iproute2 util-linux
+	# running the tests (ncat: QEMU's functional migration test, exec: case)
+	procps iproute2 util-linux ncat
 )
 missing=()
 for p in "${pkgs[@]}"; do
