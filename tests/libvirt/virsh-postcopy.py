@@ -468,7 +468,11 @@ class Case:
             self.row['lat'] = b['latency']
             self.row['path'] = 'hgm'
         else:
-            if info and info['status'] != 'off' or self.max_pte:
+            # off: postcopy-hgm=off; unused: auto, HGM cannot work here,
+            # and the destination must say why
+            if info and (info['status'] not in ('off', 'unused') or
+                         info['status'] == 'unused' and
+                         not info.get('reason')) or self.max_pte:
                 raise Failure(f'HGM used where it should not be: {info}, '
                               f'{self.max_pte} kB PTE-mapped')
             self.row['lat'] = info.get('whole-page-latency') if info else None
