@@ -649,13 +649,28 @@ def fuzz_record(rng, src):
     return rng.randbytes(rng.randint(1, 64))
 
 
-def fuzz(args, seed, runs):
+def seeded_runs(name, seed, runs, option, what, one):
+    """one(i, rng) for runs i = 0..@runs-1, each from random seed
+    @seed + i; collects the failures so that every seed is tried."""
     failures = []
     for i in range(runs):
-        rng = random.Random(seed + i)
+        try:
+            one(i, random.Random(seed + i))
+        except CaseFailed as e:
+            failures.append(f'seed {seed + i}: {e}')
+            log(f'{name} run {i} (seed {seed + i}): FAIL: {e}')
+    if failures:
+        raise CaseFailed(f'{len(failures)} of {runs} runs failed; reproduce'
+                         f' with --seed S {option} 1:\n' +
+                         '\n'.join(failures))
+    return f'{runs} {what} (seeds {seed}..{seed + runs - 1})'
+
+
+def fuzz(args, seed, runs):
+    def one(i, rng):
         before_listen = rng.random() < 0.2
 
-        def build(src, rng=rng, before_listen=before_listen):
+        def build(src):
             out = b''
             if before_listen:
                 out += discard(src.block, [(boundary(rng, src.length),
@@ -664,15 +679,8 @@ def fuzz(args, seed, runs):
             for _ in range(rng.randint(1, 5)):
                 out += fuzz_record(rng, src)
             return out
-        try:
-            dest_case(args, f'fuzz{i}', build, None, fuzzing=True)
-        except CaseFailed as e:
-            failures.append(f'seed {seed + i}: {e}')
-            log(f'fuzz run {i} (seed {seed + i}): FAIL: {e}')
-    if failures:
-        raise CaseFailed(f'{len(failures)} of {runs} runs failed; reproduce'
-                         f' with --seed S --runs 1:\n' + '\n'.join(failures))
-    return f'{runs} random streams (seeds {seed}..{seed + runs - 1})'
+        dest_case(args, f'fuzz{i}', build, None, fuzzing=True)
+    return seeded_runs('fuzz', seed, runs, '--runs', 'random streams', one)
 
 
 # ------------------------------------------------- requests to a source
@@ -790,12 +798,10 @@ def src_fuzz_message(rng, length):
 def src_fuzz(args, seed, runs):
     """Random return-path messages into sources in postcopy (or still in
     precopy): anything but a crash, a hang or an exit is fine."""
-    failures = []
-    for i in range(runs):
-        rng = random.Random(seed + i)
+    def one(i, rng):
         postcopy = rng.random() < 0.8
 
-        def send(dst, rng=rng):
+        def send(dst):
             # The first message the source refuses ends its return path:
             # valid requests first, so that the random one meets a source
             # that has served some
@@ -803,16 +809,9 @@ def src_fuzz(args, seed, runs):
                 dst.request('mem0', rng.randrange(0, args.mem << 20,
                                                   TARGET_PAGE), TARGET_PAGE)
             dst.send(src_fuzz_message(rng, args.mem << 20))
-        try:
-            src_case(args, f'src-fuzz{i}', send, None, postcopy=postcopy)
-        except CaseFailed as e:
-            failures.append(f'seed {seed + i}: {e}')
-            log(f'src-fuzz run {i} (seed {seed + i}): FAIL: {e}')
-    if failures:
-        raise CaseFailed(f'{len(failures)} of {runs} runs failed; reproduce'
-                         f' with --seed S --src-runs 1:\n' +
-                         '\n'.join(failures))
-    return f'{runs} random return paths (seeds {seed}..{seed + runs - 1})'
+        src_case(args, f'src-fuzz{i}', send, None, postcopy=postcopy)
+    return seeded_runs('src-fuzz', seed, runs, '--src-runs',
+                       'random return paths', one)
 
 
 def src_case(args, name, send, expect, postcopy=True, preempt=False,
