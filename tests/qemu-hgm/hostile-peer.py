@@ -36,7 +36,9 @@ CASE: dest-discard-past-end dest-discard-wrap dest-discard-name
       dest-hgm-newer-source dest-hgm-unversioned-source
       dest-switch-without-discard src-req-wrap src-req-empty
       src-req-precopy src-req-preempt-len src-hgm-bad-version
-      dest-hgm-setup-fails-auto dest-hgm-setup-fails-on fuzz src-fuzz,
+      dest-hgm-setup-fails-auto dest-hgm-setup-fails-on
+      dest-hgm-setup-monitor-on dest-hgm-setup-monitor-auto
+      dest-hgm-early-switch src-hgm-wait fuzz src-fuzz,
       or "all" (every dest-* and src-* case, then both fuzz runs).
 --require-hgm: the destination must place its RAM with HGM (else FAIL):
                for the lab, where the kernel has HGM.
@@ -607,11 +609,125 @@ def hgm_setup_failure(args, name, mode):
             q.proc.wait()
 
 
+def with_mem(args, mib):
+    a = argparse.Namespace(**vars(args))
+    a.mem = mib
+    return a
+
+
+def hgm_setup_monitor(args, name, mode):
+    """The destination allocates its RAM for HGM beside precopy: its
+    monitor answers during the setup and shows the progress, and the
+    source's query gets its answer only at the end.  RAM is large enough
+    (256 MiB of 2 MiB pages, 2 GiB of 1 GiB pages) that zeroing it takes
+    seconds in the lab.  Before, postcopy-hgm=on allocated all of it in
+    POSTCOPY_ADVISE under the BQL: the monitor first answered "active"."""
+    if not args.require_hgm or not args.hugepage:
+        return None
+    mib = {'2M': 256, '1G': 2048}[args.hugepage]
+    q = Qemu(with_mem(args, mib), name, incoming=True)
+    src = None
+    try:
+        q.qmp.cmd('migrate-set-parameters', **{'postcopy-hgm': mode})
+        src = Source(args, q)
+        src.send(src.prologue())
+        seen = []
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            # The answer is sent only after the setup is done, so one seen
+            # before a query that says "setup" came too early
+            answered = bool(src.pongs)
+            t = time.time()
+            info = hgm_info(q)
+            took = time.time() - t
+            st = info['status']
+            if st == 'setup':
+                alloc = sum(b['allocated'] for b in info['blocks'])
+                if answered:
+                    raise CaseFailed(f'the source\'s query was answered'
+                                     f' ({[hex(p) for p in src.pongs]})'
+                                     ' before the setup was done')
+                seen.append((alloc, took))
+            elif st in ('active', 'unused', 'failed'):
+                break
+            time.sleep(0.05)
+        if info['status'] != 'active':
+            raise CaseFailed(f'query-postcopy-hgm: {info}')
+        if not seen:
+            raise CaseFailed('query-postcopy-hgm never answered "setup":'
+                             ' the monitor was blocked while the hugepages'
+                             ' were allocated')
+        total = info['blocks'][0]['hugepages'] * info['blocks'][0]['page-size']
+        if info['blocks'][0]['allocated'] != total:
+            raise CaseFailed(f'allocated {info["blocks"][0]["allocated"]}'
+                             f' of {total} after the setup')
+        expect_pong(src, HGM_PONG_ACK)
+        src.send(discard(src.block, [(0, src.pagesize)]) + switch())
+        wait_running(q)
+        src.end()
+        q.finish()
+        check_no_crash(q, q.proc.returncode)
+        q.remove()
+        return (f'{len(seen)} answers during the setup (longest'
+                f' {max(t for _, t in seen) * 1000:.0f} ms, allocated'
+                f' {seen[0][0] >> 20} .. {seen[-1][0] >> 20} of'
+                f' {total >> 20} MiB)')
+    finally:
+        if src:
+            src.close()
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()
+
+
+def hgm_early_switch(args, name):
+    """A source that does not ask for HGM (an upstream QEMU) switches to
+    postcopy at once, while the destination (auto) still allocates its
+    RAM: the destination stops the setup rather than make the downtime
+    wait for it, says why, and runs the guest in upstream postcopy.
+    Before, it joined the setup thread in the downtime, under the BQL."""
+    if not args.require_hgm or not args.hugepage:
+        return None
+    mib = {'2M': 256, '1G': 2048}[args.hugepage]
+    q = Qemu(with_mem(args, mib), name, incoming=True)
+    src = None
+    try:
+        q.qmp.cmd('migrate-set-parameters', **{'postcopy-hgm': 'auto'})
+        src = Source(args, q)
+        src.send(src.prologue(None))
+        src.send(discard(src.block, [(0, src.pagesize)]) + switch())
+        wait_running(q, timeout=120)
+        info = hgm_info(q)
+        if (info['status'] != 'unused' or
+                'before the hugepages' not in info.get('reason', '')):
+            raise CaseFailed(f'query-postcopy-hgm: {info}; expected unused:'
+                             ' the source switched before the setup was'
+                             ' done')
+        src.end()
+        q.finish()
+        check_no_crash(q, q.proc.returncode)
+        q.remove()
+        return f'unused: {info["reason"]}'
+    finally:
+        if src:
+            src.close()
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()
+
+
 SPECIAL_CASES = {
     'dest-hgm-setup-fails-auto': lambda args: hgm_setup_failure(
         args, 'dest-hgm-setup-fails-auto', 'auto'),
     'dest-hgm-setup-fails-on': lambda args: hgm_setup_failure(
         args, 'dest-hgm-setup-fails-on', 'on'),
+    'dest-hgm-setup-monitor-on': lambda args: hgm_setup_monitor(
+        args, 'dest-hgm-setup-monitor-on', 'on'),
+    'dest-hgm-setup-monitor-auto': lambda args: hgm_setup_monitor(
+        args, 'dest-hgm-setup-monitor-auto', 'auto'),
+    'dest-hgm-early-switch': lambda args: hgm_early_switch(
+        args, 'dest-hgm-early-switch'),
+    'src-hgm-wait': lambda args: src_hgm_wait(args, 'src-hgm-wait'),
 }
 
 
@@ -885,6 +1001,64 @@ def src_case(args, name, send, expect, postcopy=True, preempt=False,
             q.proc.wait()
 
 
+def src_hgm_wait(args, name):
+    """A source that asked for HGM waits for the answer before it switches
+    to postcopy, and says so: query-migrate shows "waiting", and
+    migrate-start-postcopy explains the wait.  Then the answer comes and
+    the switch follows."""
+    q = Qemu(args, name, incoming=False)
+    dst = None
+    try:
+        dst = Destination(args, q, False, 'auto')
+        q.fill_ram()
+        q.qmp.cmd('migrate', uri=f'tcp:127.0.0.1:{dst.port}')
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            info = q.qmp.cmd('query-migrate')
+            if info.get('status') == 'active' and dst.conns:
+                break
+            time.sleep(0.1)
+        if info.get('postcopy-hgm') != 'waiting':
+            raise CaseFailed(f'query-migrate: {info.get("status")},'
+                             f' postcopy-hgm {info.get("postcopy-hgm")!r};'
+                             ' expected waiting')
+        said = q.qmp.hmp('migrate_start_postcopy')
+        if 'destination has allocated the hugepages' not in said:
+            raise CaseFailed(f'migrate_start_postcopy said {said!r}: not why'
+                             ' the switch waits')
+        time.sleep(2)
+        info = q.qmp.cmd('query-migrate')
+        if info.get('status') != 'active':
+            raise CaseFailed(f'the source switched ({info.get("status")})'
+                             ' without the answer to its HGM query')
+        # The answer: this destination places hugetlb RAM 4 KiB at a time
+        dst.send(be16(RP_PONG) + be16(4) + be32(HGM_PONG_ACK))
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            info = q.qmp.cmd('query-migrate')
+            if info.get('status') != 'active':
+                break
+            time.sleep(0.1)
+        if (info.get('status') != 'postcopy-active' or
+                info.get('postcopy-hgm') != 'accepted'):
+            raise CaseFailed(f'after the answer: query-migrate'
+                             f' {info.get("status")}, postcopy-hgm'
+                             f' {info.get("postcopy-hgm")!r}; expected'
+                             ' postcopy-active, accepted')
+        q.qmp.cmd('quit')
+        q.proc.wait(10)
+        q.errfile.close()
+        check_no_crash(q, q.proc.returncode)
+        q.remove()
+        return 'waiting, then postcopy-active with accepted'
+    finally:
+        if dst:
+            dst.close()
+        if q.proc.poll() is None:
+            q.proc.kill()
+            q.proc.wait()
+
+
 def req(start, length):
     return lambda dst: dst.request('mem0', start, length)
 
@@ -952,7 +1126,9 @@ def main():
             elif c in SPECIAL_CASES:
                 detail = SPECIAL_CASES[c](args)
                 if detail is None:
-                    print(f'=== {c}: SKIP (needs --hugepage)')
+                    print(f'=== {c}: SKIP (needs --hugepage, and'
+                          ' --require-hgm for dest-hgm-setup-monitor-*'
+                          ' and dest-hgm-early-switch)')
                     skipped += 1
                     continue
             elif c in SRC_CASES:
