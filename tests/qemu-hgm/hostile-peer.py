@@ -683,9 +683,10 @@ def hgm_setup_monitor(args, name, mode):
 def hgm_early_switch(args, name):
     """A source that does not ask for HGM (an upstream QEMU) switches to
     postcopy at once, while the destination (auto) still allocates its
-    RAM: the destination stops the setup rather than make the downtime
-    wait for it, says why, and runs the guest in upstream postcopy.
-    Before, it joined the setup thread in the downtime, under the BQL."""
+    RAM: the destination waits for its setup at the switch without
+    blocking the main loop (the monitor answers "setup" meanwhile), then
+    runs the guest in postcopy with HGM.  Before, it joined the setup
+    thread under the BQL there, and the monitor went dead."""
     if not args.require_hgm or not args.hugepage:
         return None
     mib = {'2M': 256, '1G': 2048}[args.hugepage]
@@ -696,18 +697,27 @@ def hgm_early_switch(args, name):
         src = Source(args, q)
         src.send(src.prologue(None))
         src.send(discard(src.block, [(0, src.pagesize)]) + switch())
+        seen = 0
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            info = hgm_info(q)
+            if info['status'] != 'setup' and seen:
+                break
+            seen += info['status'] == 'setup'
+            time.sleep(0.05)
+        if not seen:
+            raise CaseFailed('query-postcopy-hgm never answered "setup"'
+                             ' while the switch waited for the setup')
         wait_running(q, timeout=120)
         info = hgm_info(q)
-        if (info['status'] != 'unused' or
-                'before the hugepages' not in info.get('reason', '')):
-            raise CaseFailed(f'query-postcopy-hgm: {info}; expected unused:'
-                             ' the source switched before the setup was'
-                             ' done')
+        if info['status'] != 'active' or info['source-agreed']:
+            raise CaseFailed(f'query-postcopy-hgm: {info}; expected active,'
+                             ' source not agreed')
         src.end()
         q.finish()
         check_no_crash(q, q.proc.returncode)
         q.remove()
-        return f'unused: {info["reason"]}'
+        return f'{seen} answers "setup" during the switch, then active'
     finally:
         if src:
             src.close()
