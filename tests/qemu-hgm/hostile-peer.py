@@ -137,6 +137,12 @@ class Qemu:
             m[:] = os.urandom(self.size)
             m.close()
 
+    def kill(self):
+        """At the end of a case: kill the QEMU if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def remove(self):
         """Forget the output of a case that passed (unless --keep)."""
         if not self.keep:
@@ -437,9 +443,7 @@ def dest_case(args, name, build, expect, fuzzing=False, preempt=False,
     finally:
         if src:
             src.close()
-        if q.proc.poll() is None:
-            q.proc.kill()
-            q.proc.wait()
+        q.kill()
     err = check_no_crash(q, rc)
     if expect and not re.search(expect, err):
         raise CaseFailed(f'expected /{expect}/ in the destination\'s output'
@@ -545,6 +549,15 @@ def hog_hugepages(size, keep_free):
     return fd
 
 
+def end_clean(q, src):
+    """A case that passed: the stream ends, the QEMU quits without a crash
+    and its output goes."""
+    src.end()
+    q.finish()
+    check_no_crash(q, q.proc.returncode)
+    q.remove()
+
+
 def hgm_info(q):
     return q.qmp.cmd('query-postcopy-hgm')
 
@@ -594,25 +607,25 @@ def hgm_setup_failure(args, name, mode):
                 raise CaseFailed(f'query-migrate: {status}, error {err!r};'
                                  f' expected failed with {reason!r}')
             detail = f'failed, query-migrate: {err}'
-        src.end()
-        q.finish()
-        check_no_crash(q, q.proc.returncode)
-        q.remove()
+        end_clean(q, src)
         return f'destination {detail}'
     finally:
         if src:
             src.close()
         if hog is not None:
             os.close(hog)
-        if q.proc.poll() is None:
-            q.proc.kill()
-            q.proc.wait()
+        q.kill()
 
 
-def with_mem(args, mib):
+def slow_setup_destination(args, name):
+    """A destination whose HGM setup takes seconds in the lab (256 MiB of
+    2 MiB pages, 2 GiB of 1 GiB pages to zero), or None without
+    --require-hgm and --hugepage."""
+    if not args.require_hgm or not args.hugepage:
+        return None
     a = argparse.Namespace(**vars(args))
-    a.mem = mib
-    return a
+    a.mem = {'2M': 256, '1G': 2048}[args.hugepage]
+    return Qemu(a, name, incoming=True)
 
 
 def hgm_setup_monitor(args, name, mode):
@@ -622,10 +635,9 @@ def hgm_setup_monitor(args, name, mode):
     (256 MiB of 2 MiB pages, 2 GiB of 1 GiB pages) that zeroing it takes
     seconds in the lab.  Before, postcopy-hgm=on allocated all of it in
     POSTCOPY_ADVISE under the BQL: the monitor first answered "active"."""
-    if not args.require_hgm or not args.hugepage:
+    q = slow_setup_destination(args, name)
+    if not q:
         return None
-    mib = {'2M': 256, '1G': 2048}[args.hugepage]
-    q = Qemu(with_mem(args, mib), name, incoming=True)
     src = None
     try:
         q.qmp.cmd('migrate-set-parameters', **{'postcopy-hgm': mode})
@@ -664,10 +676,7 @@ def hgm_setup_monitor(args, name, mode):
         expect_pong(src, HGM_PONG_ACK)
         src.send(discard(src.block, [(0, src.pagesize)]) + switch())
         wait_running(q)
-        src.end()
-        q.finish()
-        check_no_crash(q, q.proc.returncode)
-        q.remove()
+        end_clean(q, src)
         return (f'{len(seen)} answers during the setup (longest'
                 f' {max(t for _, t in seen) * 1000:.0f} ms, allocated'
                 f' {seen[0][0] >> 20} .. {seen[-1][0] >> 20} of'
@@ -675,9 +684,7 @@ def hgm_setup_monitor(args, name, mode):
     finally:
         if src:
             src.close()
-        if q.proc.poll() is None:
-            q.proc.kill()
-            q.proc.wait()
+        q.kill()
 
 
 def hgm_early_switch(args, name):
@@ -687,10 +694,9 @@ def hgm_early_switch(args, name):
     blocking the main loop (the monitor answers "setup" meanwhile), then
     runs the guest in postcopy with HGM.  Before, it joined the setup
     thread under the BQL there, and the monitor went dead."""
-    if not args.require_hgm or not args.hugepage:
+    q = slow_setup_destination(args, name)
+    if not q:
         return None
-    mib = {'2M': 256, '1G': 2048}[args.hugepage]
-    q = Qemu(with_mem(args, mib), name, incoming=True)
     src = None
     try:
         q.qmp.cmd('migrate-set-parameters', **{'postcopy-hgm': 'auto'})
@@ -713,17 +719,12 @@ def hgm_early_switch(args, name):
         if info['status'] != 'active' or info['source-agreed']:
             raise CaseFailed(f'query-postcopy-hgm: {info}; expected active,'
                              ' source not agreed')
-        src.end()
-        q.finish()
-        check_no_crash(q, q.proc.returncode)
-        q.remove()
+        end_clean(q, src)
         return f'{seen} answers "setup" during the switch, then active'
     finally:
         if src:
             src.close()
-        if q.proc.poll() is None:
-            q.proc.kill()
-            q.proc.wait()
+        q.kill()
 
 
 SPECIAL_CASES = {
@@ -1006,9 +1007,7 @@ def src_case(args, name, send, expect, postcopy=True, preempt=False,
     finally:
         if dst:
             dst.close()
-        if q.proc.poll() is None:
-            q.proc.kill()
-            q.proc.wait()
+        q.kill()
 
 
 def src_hgm_wait(args, name):
@@ -1064,9 +1063,7 @@ def src_hgm_wait(args, name):
     finally:
         if dst:
             dst.close()
-        if q.proc.poll() is None:
-            q.proc.kill()
-            q.proc.wait()
+        q.kill()
 
 
 def req(start, length):
