@@ -440,65 +440,79 @@ static void teardown(struct run *r)
 	pthread_mutex_destroy(&r->lat.lock);
 }
 
-/* Returns 0 on success, 1 on a failed check, KSFT_SKIP if it cannot run. */
-static int run_case(struct run *r)
+/*
+ * The region of @r: a hugetlb memfd with every hugepage allocated, mapped
+ * twice (guest, split for HGM, registered for minor faults; and alias).
+ * Returns 0, 1 on an error, KSFT_SKIP if the machine cannot run it.  The
+ * caller calls teardown() in every case.
+ */
+static int region_setup(struct run *r, const char *what)
 {
 	size_t len = r->npages * r->hpsize;
 	unsigned int mfd_flags = MFD_CLOEXEC | MFD_HUGETLB |
 		(r->hpsize == (1ul << 30) ? MFD_HUGE_1GB : MFD_HUGE_2MB);
 	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MINOR };
-	pthread_t handler, *tids = NULL;
-	struct worker *w = NULL;
 	long avail = free_hugepages(r->hpsize);
-	int ret = 1;
 
 	r->memfd = r->uffd = -1;
 	pthread_mutex_init(&r->lat.lock, NULL);
 	if (avail < (long)r->npages) {
 		printf("%-5s %-36s skipped: needs %zu free %s pages, %ld free\n",
-		       size_name(r->hpsize), mode_name(r->mode), r->npages,
+		       size_name(r->hpsize), what, r->npages,
 		       size_name(r->hpsize), avail < 0 ? 0 : avail);
-		ret = KSFT_SKIP;
-		goto out;
+		return KSFT_SKIP;
 	}
 	r->memfd = memfd_create("minor-fault-latency", mfd_flags);
 	if (r->memfd < 0 || ftruncate(r->memfd, len)) {
 		perror("hugetlb memfd");
-		goto out;
+		return 1;
 	}
 	r->guest = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
 	r->alias = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, r->memfd, 0);
 	if (r->guest == MAP_FAILED || r->alias == MAP_FAILED) {
 		perror("mmap");
-		goto out;
+		return 1;
 	}
 	/* Allocate every hugepage up front: every fault is then a minor one. */
 	if (fallocate(r->memfd, 0, 0, len)) {
 		perror("fallocate");
-		goto out;
+		return 1;
 	}
 	if (r->mode == FILL_HGM && madvise(r->guest, len, MADV_SPLIT)) {
 		if (errno != EINVAL) {
 			perror("madvise(MADV_SPLIT)");
-			goto out;
+			return 1;
 		}
 		printf("%-5s %-36s skipped: kernel without HGM (MADV_SPLIT: EINVAL)\n",
-		       size_name(r->hpsize), mode_name(r->mode));
-		ret = KSFT_SKIP;
-		goto out;
+		       size_name(r->hpsize), what);
+		return KSFT_SKIP;
 	}
 	r->uffd = uffd_open();
 	if (r->uffd < 0) {
 		printf("skipped: userfaultfd with minor hugetlbfs faults: %s\n", strerror(-r->uffd));
-		ret = KSFT_SKIP;
-		goto out;
+		return KSFT_SKIP;
 	}
 	reg.range.start = (uintptr_t)r->guest;
 	reg.range.len = len;
 	if (ioctl(r->uffd, UFFDIO_REGISTER, &reg)) {
 		perror("UFFDIO_REGISTER(MINOR)");
-		goto out;
+		return 1;
 	}
+	return 0;
+}
+
+/* Returns 0 on success, 1 on a failed check, KSFT_SKIP if it cannot run. */
+static int run_case(struct run *r)
+{
+	size_t len = r->npages * r->hpsize;
+	pthread_t handler, *tids = NULL;
+	struct worker *w = NULL;
+	int ret;
+
+	ret = region_setup(r, mode_name(r->mode));
+	if (ret)
+		goto out;
+	ret = 1;
 	r->placed = calloc(nr_units(r), sizeof(*r->placed));
 	tids = calloc(r->threads, sizeof(*tids));
 	w = calloc(r->threads, sizeof(*w));
@@ -549,6 +563,106 @@ static int run_case(struct run *r)
 out:
 	free(tids);
 	free(w);
+	teardown(r);
+	return ret;
+}
+
+/* 0 if every piece of the guest mapping reads back what was written. */
+static int check_guest(const struct run *r, const char *when)
+{
+	for (size_t off = 0; off < r->npages * r->hpsize; off += PIECE) {
+		if (!piece_ok(r, r->guest + off, off)) {
+			fprintf(stderr, "%s %s: wrong data at offset %#zx\n",
+				size_name(r->hpsize), when, off);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int continue_range(const struct run *r, size_t off, size_t len)
+{
+	struct uffdio_continue cont = {
+		.range = { .start = (uintptr_t)r->guest + off, .len = len },
+	};
+
+	if (ioctl(r->uffd, UFFDIO_CONTINUE, &cont)) {
+		fprintf(stderr, "UFFDIO_CONTINUE of %zu bytes at %#zx: %s\n",
+			len, off, strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * What mapping in pieces costs the kernel, without any fault: one thread
+ * maps every 4 KiB piece of @npages hugepages of data already in the page
+ * cache with UFFDIO_CONTINUE (as a postcopy destination maps pieces as
+ * they arrive), then maps the hugepages whole again with MADV_COLLAPSE,
+ * which zaps hpsize / 4 KiB entries per hugepage holding the hugetlb VMA
+ * lock and the i_mmap_rwsem for writing: the time it takes bounds how long
+ * faults and rmap walks of the file wait.  Upstream's cost, one
+ * UFFDIO_CONTINUE of each whole hugepage, is measured on the same data.
+ * The guest mapping is checked against the data after each step.
+ */
+static int measure_cost(size_t hpsize, size_t npages)
+{
+	struct run run = { .hpsize = hpsize, .npages = npages, .mode = FILL_HGM,
+			   .round = 1 };
+	struct run *r = &run;
+	size_t len = npages * hpsize, pieces = len / PIECE;
+	char each[32], coll[32], whole[32];
+	uint64_t t0, t_pieces, t_collapse, t_whole;
+	int ret;
+
+	ret = region_setup(r, "CONTINUE every piece, collapse");
+	if (ret)
+		goto out;
+	ret = 1;
+	make_template(r);
+	for (size_t page = 0; page < npages; page++)
+		fill_hugepage(r, page);
+
+	t0 = now_ns();
+	for (size_t off = 0; off < len; off += PIECE) {
+		if (continue_range(r, off, PIECE))
+			goto out;
+	}
+	t_pieces = now_ns() - t0;
+	if (check_guest(r, "after CONTINUE of every piece"))
+		goto out;
+
+	t0 = now_ns();
+	if (madvise(r->guest, len, MADV_COLLAPSE)) {
+		perror("madvise(MADV_COLLAPSE)");
+		goto out;
+	}
+	t_collapse = now_ns() - t0;
+	if (check_guest(r, "after MADV_COLLAPSE"))
+		goto out;
+
+	/* Upstream: the same data, placed one whole hugepage at a time. */
+	if (madvise(r->guest, len, MADV_DONTNEED)) {
+		perror("madvise(MADV_DONTNEED)");
+		goto out;
+	}
+	t0 = now_ns();
+	for (size_t page = 0; page < npages; page++) {
+		if (continue_range(r, page * hpsize, hpsize))
+			goto out;
+	}
+	t_whole = now_ns() - t0;
+	if (check_guest(r, "after CONTINUE of whole hugepages"))
+		goto out;
+
+	fmt_ns(each, sizeof(each), t_pieces / pieces);
+	fmt_ns(coll, sizeof(coll), t_collapse / npages);
+	fmt_ns(whole, sizeof(whole), t_whole / npages);
+	printf("%-5s %9zu %12s %12.0f %16s %18s\n", size_name(hpsize),
+	       hpsize / PIECE, each, pieces / (t_pieces / 1e9), coll, whole);
+	fflush(stdout);
+	ret = 0;
+out:
 	teardown(r);
 	return ret;
 }
@@ -649,6 +763,26 @@ int main(int argc, char **argv)
 			ran++;
 		if (ret == 1)
 			failed++;
+	}
+	if (!one.hpsize) {
+		static const struct { size_t hpsize, npages; } costs[] = {
+			{ 2ul << 20, 32 }, { 1ul << 30, 1 },
+		};
+
+		printf("\nkernel cost of HGM, one thread, data in the page cache, no fault:\n"
+		       "CONTINUE of every 4 KiB piece, then MADV_COLLAPSE (zaps every piece\n"
+		       "under the i_mmap_rwsem held for writing); upstream: CONTINUE of the\n"
+		       "whole hugepage\n");
+		printf("%-5s %9s %12s %12s %16s %18s\n", "page", "pieces",
+		       "CONTINUE 4K", "per second", "collapse/page", "CONTINUE whole");
+		for (size_t i = 0; i < sizeof(costs) / sizeof(costs[0]); i++) {
+			int ret = measure_cost(costs[i].hpsize, costs[i].npages);
+
+			if (ret != KSFT_SKIP)
+				ran++;
+			if (ret == 1)
+				failed++;
+		}
 	}
 	if (!ran) {
 		printf("nothing ran: reserve hugepages first (see README)\n");
