@@ -80,8 +80,9 @@ if [ -n "$localmod" ]; then
 	lsmod_out=$out/lsmod
 	if [ -n "$lsmod_file" ]; then cp "$lsmod_file" "$lsmod_out"; else lsmod >"$lsmod_out"; fi
 	hgm_log "localmodconfig: $(($(wc -l <"$lsmod_out") - 1)) modules loaded on the target"
-	# an answer for every new option, the default
-	yes '' | "${mk[@]}" -s LSMOD="$lsmod_out" localmodconfig >/dev/null
+	# an answer for every new option, the default (yes ends on SIGPIPE
+	# when make is done: not a failure under pipefail)
+	{ yes '' || true; } | "${mk[@]}" -s LSMOD="$lsmod_out" localmodconfig >/dev/null
 fi
 cfg=("$src/scripts/config" --file "$tree/.config")
 "${cfg[@]}" --enable HUGETLBFS --enable HUGETLB_PAGE --enable USERFAULTFD \
