@@ -567,19 +567,6 @@ out:
 	return ret;
 }
 
-/* 0 if every piece of the guest mapping reads back what was written. */
-static int check_guest(const struct run *r, const char *when)
-{
-	for (size_t off = 0; off < r->npages * r->hpsize; off += PIECE) {
-		if (!piece_ok(r, r->guest + off, off)) {
-			fprintf(stderr, "%s %s: wrong data at offset %#zx\n",
-				size_name(r->hpsize), when, off);
-			return 1;
-		}
-	}
-	return 0;
-}
-
 static int continue_range(const struct run *r, size_t off, size_t len)
 {
 	struct uffdio_continue cont = {
@@ -629,7 +616,7 @@ static int measure_cost(size_t hpsize, size_t npages)
 			goto out;
 	}
 	t_pieces = now_ns() - t0;
-	if (check_guest(r, "after CONTINUE of every piece"))
+	if (verify_all(r))
 		goto out;
 
 	t0 = now_ns();
@@ -638,7 +625,7 @@ static int measure_cost(size_t hpsize, size_t npages)
 		goto out;
 	}
 	t_collapse = now_ns() - t0;
-	if (check_guest(r, "after MADV_COLLAPSE"))
+	if (verify_all(r))
 		goto out;
 
 	/* Upstream: the same data, placed one whole hugepage at a time. */
@@ -652,7 +639,7 @@ static int measure_cost(size_t hpsize, size_t npages)
 			goto out;
 	}
 	t_whole = now_ns() - t0;
-	if (check_guest(r, "after CONTINUE of whole hugepages"))
+	if (verify_all(r))
 		goto out;
 
 	fmt_ns(each, sizeof(each), t_pieces / pieces);
