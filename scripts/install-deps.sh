@@ -72,6 +72,8 @@ pkgs=(
 	seabios ipxe-qemu gcc-multilib
 	# running the tests (ncat: QEMU's functional migration test, exec: case)
 	procps iproute2 util-linux ncat
+	# the benchmark's plot (tests/bench/plot)
+	gnuplot-nox
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import time
 
 
@@ -53,6 +54,20 @@ class QMP:
 
     def hmp(self, line):
         return self.cmd('human-monitor-command', **{'command-line': line})
+
+
+def quit_qemu(qmp, proc, timeout=30):
+    """Ask a QEMU to quit over QMP, and kill it if it has not exited after
+    TIMEOUT seconds."""
+    try:
+        qmp.cmd('quit')
+    except Exception:  # already gone, or its monitor is stuck
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_status(qmp, want, timeout, proc=None):
