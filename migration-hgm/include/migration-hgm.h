@@ -14,7 +14,7 @@
  *   mhgm_region_register()      userfaultfd minor-mode registration
  *   mhgm_fault()                a guest fault: map it now or say what to fetch
  *   mhgm_place(), mhgm_map()    data arrived: copy it in and map it
- *   mhgm_drop()                 forget pieces the source re-dirtied
+ *   mhgm_drop(), mhgm_drop_ranges()  forget pieces the source re-dirtied
  *   mhgm_collapse()             back to hugepage-sized mappings
  *   mhgm_region_stats()         counters and the fault latency distribution
  *   mhgm_region_close(), mhgm_region_free()
@@ -72,7 +72,7 @@ extern "C" {
 #endif
 
 #define MHGM_VERSION_MAJOR	0
-#define MHGM_VERSION_MINOR	1
+#define MHGM_VERSION_MINOR	2
 
 /*
  * The madvise() advice values of the HGM uAPI (x86_64), under names of our
@@ -485,6 +485,32 @@ int mhgm_fault(struct mhgm_region *region, uint64_t offset, uint64_t fault_ns,
  */
 int mhgm_drop(struct mhgm_region *region, uint64_t offset, size_t len);
 
+/*
+ * mhgm_drop_ranges - mhgm_drop() of many ranges, one unmap per hugepage
+ * @region: the region
+ * @ranges: @nr ranges, each as @offset/@len of mhgm_drop(), sorted by
+ *	offset and not overlapping (one may start where the last ended)
+ * @nr: how many, at least 1
+ *
+ * Drops exactly the pieces that @ranges cover, as mhgm_drop() of each range
+ * would, but unmaps (and in HGM mode on a registered region maps again) each
+ * hugepage that the ranges touch once, not once per range.  A postcopy
+ * source's discard list of a write-heavy guest holds many short ranges in
+ * one hugepage (up to half its pieces, 131072 for 1 GiB, when every other
+ * 4 KiB page was re-dirtied); dropping them one by one costs one
+ * madvise(MADV_DONTNEED) of the whole hugepage each (see docs/benchmarks.md
+ * for the measured cost).  Available since 0.2 (MHGM_VERSION_MINOR 2);
+ * stats.drop_unmaps counts the hugepages unmapped.
+ *
+ * Return: 0 on success, or a negative errno: -EINVAL or -ERANGE for any
+ * range as mhgm_drop(), and -EINVAL if @ranges is NULL, @nr is 0, or the
+ * ranges are not sorted or overlap; then nothing is dropped.  Otherwise an
+ * error of mhgm_drop(), with its meaning, for the hugepage where the call
+ * stopped: the hugepages before it were dropped, those after it were not.
+ */
+int mhgm_drop_ranges(struct mhgm_region *region,
+		     const struct mhgm_range *ranges, size_t nr);
+
 /* ------------------------------------------------------------- collapse */
 
 enum mhgm_collapse_policy {
@@ -679,7 +705,9 @@ struct mhgm_stats {
 	uint64_t collapse_failures;	/* failed MADV_COLLAPSE */
 
 	struct mhgm_latency latency;	/* fault seen -> mapped */
-	uint64_t resv[8];
+	/* since 0.2 */
+	uint64_t drop_unmaps;		/* hugepages unmapped by drops */
+	uint64_t resv[7];
 };
 
 /*

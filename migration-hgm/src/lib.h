@@ -84,6 +84,7 @@ struct counters {
 	_Atomic uint64_t faults_untimed;
 	_Atomic uint64_t pieces_copied;
 	_Atomic uint64_t pieces_dropped;
+	_Atomic uint64_t drop_unmaps;
 	_Atomic uint64_t continues;
 	_Atomic uint64_t collapses;
 	_Atomic uint64_t collapse_failures;

@@ -273,24 +273,56 @@ static int hp_map(struct mhgm_region *r, uint64_t i, uint64_t first,
  * stay present and are mapped again by the next call that maps the
  * hugepage or a fault on them.  Hugepage lock held.
  */
-static int hp_drop(struct mhgm_region *r, uint64_t i, uint64_t first,
-		   uint64_t last, int mode, int uffd)
+/* The pieces [*first, *last) of hugepage @i inside [off, off + len). */
+static void hp_pieces(struct mhgm_region *r, uint64_t i, uint64_t off,
+		      uint64_t len, uint64_t *first, uint64_t *last)
+{
+	uint64_t start = i * r->hpsize, end = start + r->hpsize;
+
+	if (start < off)
+		start = off;
+	if (end > off + len)
+		end = off + len;
+	*first = start / r->piece;
+	*last = end / r->piece;
+}
+
+/* Each hugepage @i that [off, off + len) touches; the range is checked. */
+/*
+ * Drop the pieces of hugepage @i that @ranges (sorted, @nr of them, the
+ * first ending inside or after the hugepage) cover: one unmap of the whole
+ * hugepage for all of them.  Hugepage lock held.
+ */
+static int hp_drop(struct mhgm_region *r, uint64_t i,
+		   const struct mhgm_range *ranges, size_t nr, int mode,
+		   int uffd)
 {
 	struct hpage *h = &r->hp[i];
-	uint64_t base = i * r->ppp, end = base + r->ppp, dropped, p, q;
+	uint64_t base = i * r->ppp, end = base + r->ppp, dropped = 0;
+	uint64_t first, last, p, q;
+	bool remap = mode == MHGM_MODE_HGM && uffd >= 0;
+	size_t k;
 	int ret = 0;
 
 	if (madvise(r->guest + i * r->hpsize, r->hpsize, MADV_DONTNEED))
 		return -errno;
-	dropped = bits_clear(r->present, first, last);
+	count_add(&r->c.drop_unmaps, 1);
+	for (k = 0; k < nr && ranges[k].offset < (i + 1) * r->hpsize; k++) {
+		hp_pieces(r, i, ranges[k].offset, ranges[k].length, &first,
+			  &last);
+		if (first >= last)
+			continue;
+		dropped += bits_clear(r->present, first, last);
+		if (remap)
+			h->nr_mapped -= bits_clear(r->mapped, first, last);
+	}
 	h->nr_present -= dropped;
 	count_add(&r->c.pieces_dropped, dropped);
 	h->flags &= ~HP_WHOLE;
-	if (mode != MHGM_MODE_HGM || uffd < 0) {
+	if (!remap) {
 		h->nr_mapped -= bits_clear(r->mapped, base, end);
 		return 0;
 	}
-	h->nr_mapped -= bits_clear(r->mapped, first, last);
 	/* each run of pieces still marked mapped; after a failure, forget it */
 	for (p = base; p < end; p = q) {
 		p = bits_next(r->mapped, true, p, end);
@@ -403,21 +435,6 @@ static int check_range(struct mhgm_region *r, uint64_t off, uint64_t len,
 	return 0;
 }
 
-/* The pieces [*first, *last) of hugepage @i inside [off, off + len). */
-static void hp_pieces(struct mhgm_region *r, uint64_t i, uint64_t off,
-		      uint64_t len, uint64_t *first, uint64_t *last)
-{
-	uint64_t start = i * r->hpsize, end = start + r->hpsize;
-
-	if (start < off)
-		start = off;
-	if (end > off + len)
-		end = off + len;
-	*first = start / r->piece;
-	*last = end / r->piece;
-}
-
-/* Each hugepage @i that [off, off + len) touches; the range is checked. */
 #define for_each_hp(r, off, len, i)					\
 	for ((i) = (off) / (r)->hpsize;					\
 	     (i) * (r)->hpsize < (off) + (len); (i)++)
@@ -596,32 +613,58 @@ out:
 	return ret;
 }
 
-int mhgm_drop(struct mhgm_region *r, uint64_t offset, size_t len)
+int mhgm_drop_ranges(struct mhgm_region *r, const struct mhgm_range *ranges,
+		     size_t nr)
 {
-	uint64_t i, first, last;
+	uint64_t i, from = 0;
+	size_t k;
 	int ret, mode, uffd;
 
+	if (!ranges || !nr)
+		return -EINVAL;
 	ret = region_enter(r);
 	if (ret)
 		return ret;
-	ret = check_range(r, offset, len, r->piece);
-	if (ret)
-		goto out;
+	/* all or nothing: check every range before dropping any */
+	for (k = 0; k < nr; k++) {
+		ret = check_range(r, ranges[k].offset, ranges[k].length,
+				  r->piece);
+		if (ret)
+			goto out;
+		if (k && ranges[k].offset <
+			 ranges[k - 1].offset + ranges[k - 1].length) {
+			ret = -EINVAL;
+			goto out;
+		}
+	}
 	mode = atomic_load(&r->mode);
 	uffd = atomic_load(&r->uffd);
-	for_each_hp(r, offset, len, i) {
+	/* one unmap per hugepage that any range touches */
+	for (k = 0; k < nr;) {
 		struct hp_snap s;
 
-		hp_pieces(r, i, offset, len, &first, &last);
+		if (from < ranges[k].offset)
+			from = ranges[k].offset;
+		i = from / r->hpsize;
 		hp_begin(r, i, &s);
-		ret = hp_drop(r, i, first, last, mode, uffd);
+		ret = hp_drop(r, i, &ranges[k], nr - k, mode, uffd);
 		hp_end(r, i, &s);
 		if (ret)
 			break;
+		from = (i + 1) * r->hpsize;
+		while (k < nr && ranges[k].offset + ranges[k].length <= from)
+			k++;
 	}
 out:
 	region_exit(r);
 	return ret;
+}
+
+int mhgm_drop(struct mhgm_region *r, uint64_t offset, size_t len)
+{
+	struct mhgm_range range = { offset, len };
+
+	return mhgm_drop_ranges(r, &range, 1);
 }
 
 int mhgm_collapse(struct mhgm_region *r, uint64_t offset, uint64_t len,

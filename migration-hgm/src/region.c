@@ -644,6 +644,7 @@ int mhgm_region_stats(struct mhgm_region *r, struct mhgm_stats *s)
 		.faults_untimed = count_read(&c->faults_untimed),
 		.pieces_copied = count_read(&c->pieces_copied),
 		.pieces_dropped = count_read(&c->pieces_dropped),
+		.drop_unmaps = count_read(&c->drop_unmaps),
 		.continues = count_read(&c->continues),
 		.collapses = count_read(&c->collapses),
 		.collapse_failures = count_read(&c->collapse_failures),

@@ -5,6 +5,8 @@
  * other pieces present, is asked for only the dropped span, and is mapped
  * again when the dropped pieces come back with new data.  Also from a region
  * that starts fully present (after precopy through the guest mapping).
+ * mhgm_drop_ranges() drops exactly the pieces of its ranges with one unmap
+ * per hugepage they touch, and drops nothing on bad input.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -118,6 +120,76 @@ static void fallback_drop(void)
 	env_teardown(&e);
 }
 
+/* Many ranges at once: one unmap per hugepage, nothing on bad input. */
+static void drop_ranges(void)
+{
+	const uint64_t ppp = SZ_2M / SZ_4K;
+	const struct mhgm_range ranges[] = {
+		{ 5 * SZ_4K, SZ_4K },
+		{ 9 * SZ_4K, 2 * SZ_4K },
+		{ SZ_2M - SZ_4K, 2 * SZ_4K },		/* hugepages 0 and 1 */
+		{ SZ_2M + 100 * SZ_4K, SZ_4K },
+		{ 3 * SZ_2M + SZ_4K, SZ_4K },
+	};
+	const struct mhgm_range unsorted[] = {
+		{ 9 * SZ_4K, SZ_4K }, { 5 * SZ_4K, SZ_4K },
+	};
+	const struct mhgm_range overlap[] = {
+		{ 5 * SZ_4K, 2 * SZ_4K }, { 6 * SZ_4K, SZ_4K },
+	};
+	const struct mhgm_range past_end[] = {
+		{ 5 * SZ_4K, SZ_4K }, { NR_HP * SZ_2M, SZ_4K },
+	};
+	const struct mhgm_range unaligned[] = {
+		{ 5 * SZ_4K, SZ_4K }, { 6 * SZ_4K + 8, SZ_4K },
+	};
+	struct mhgm_stats st;
+	struct test_env e;
+	long long bad;
+
+	env_setup(&e, SZ_2M, NR_HP, 0, true);
+	check_ret(mhgm_region_populate(e.r, NULL, NULL), 0);
+	place_pattern(&e, 0, e.len, e.seed);
+	for (uint64_t i = 0; i < NR_HP; i++)
+		check(hp_mapped(&e, i), "hugepage %llu not mapped",
+		      (unsigned long long)i);
+
+	check_ret(mhgm_drop_ranges(e.r, unsorted, 2), -EINVAL);
+	check_ret(mhgm_drop_ranges(e.r, overlap, 2), -EINVAL);
+	check_ret(mhgm_drop_ranges(e.r, past_end, 2), -ERANGE);
+	check_ret(mhgm_drop_ranges(e.r, unaligned, 2), -EINVAL);
+	check_ret(mhgm_drop_ranges(e.r, ranges, 0), -EINVAL);
+	check_ret(mhgm_drop_ranges(e.r, NULL, 1), -EINVAL);
+	check_ret(mhgm_drop_ranges(NULL, ranges, 1), -EINVAL);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.pieces_dropped, 0);
+	check_eq(st.drop_unmaps, 0);
+	check_eq(st.pieces_present, NR_HP * ppp);
+	for (uint64_t i = 0; i < NR_HP; i++)
+		check(hp_mapped(&e, i), "hugepage %llu unmapped by bad input",
+		      (unsigned long long)i);
+	pass("drop_ranges: unsorted, overlapping, out-of-range, unaligned and "
+	     "empty lists drop nothing");
+
+	check_ret(mhgm_drop_ranges(e.r, ranges, 5), 0);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.drop_unmaps, 3);		/* hugepages 0, 1 and 3 */
+	check_eq(st.pieces_dropped, 7);
+	check_eq(st.pieces_present, NR_HP * ppp - 7);
+	check(!hp_mapped(&e, 0) && !hp_mapped(&e, 1) && !hp_mapped(&e, 3),
+	      "a hugepage with dropped pieces still mapped");
+	check(hp_mapped(&e, 2), "hugepage 2 unmapped");
+	/* fallback mode asks for the span from the first to the last missing */
+	expect_request(&e, 0, 5 * SZ_4K, SZ_2M - 5 * SZ_4K);
+	expect_request(&e, SZ_2M, SZ_2M, 101 * SZ_4K);
+	expect_request(&e, 3 * SZ_2M, 3 * SZ_2M + SZ_4K, SZ_4K);
+	bad = pattern_check(mhgm_region_alias(e.r), 0, e.len, e.seed);
+	check(bad < 0, "page cache changed by drop at %lld", bad);
+	pass("drop_ranges: exactly the pieces of 5 ranges, one unmap for each "
+	     "of the 3 hugepages they touch");
+	env_teardown(&e);
+}
+
 /* Precopy wrote through the guest mapping; then the region is created. */
 static void precopy_drop(void)
 {
@@ -176,6 +248,7 @@ int main(void)
 	watchdog(60);
 	need_hugepages(SZ_2M, NR_HP + 2);
 	fallback_drop();
+	drop_ranges();
 	precopy_drop();
 	return KSFT_PASS;
 }

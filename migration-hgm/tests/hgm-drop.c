@@ -12,7 +12,9 @@
  *              memory in whole hugepages only, so the hugepages of the
  *              dropped pieces are unmapped; the first fault on each maps
  *              all its kept pieces at once, only the dropped pieces are
- *              asked for, and a collapse leaves every hugepage one PMD.
+ *              asked for, and a collapse leaves every hugepage one PMD;
+ *  ranges      mhgm_drop_ranges() of many pieces of hugepages mapped whole
+ *              unmaps exactly those pieces, with one unmap per hugepage.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -167,6 +169,46 @@ static void precopy(void)
 	env_teardown(&e);
 }
 
+static void ranges(void)
+{
+	const uint64_t ppp = SZ_2M / SZ_4K;
+	struct mhgm_range r[64];
+	struct mhgm_stats st;
+	struct test_env e;
+	char *data = malloc(NR_HP * SZ_2M);
+	unsigned int n = 0;
+	long long bad;
+
+	env_setup(&e, SZ_2M, NR_HP, 0, false);
+	check_ret(mhgm_region_split(e.r), 0);
+	env_register(&e);
+	check_ret(mhgm_region_populate(e.r, NULL, NULL), 0);
+	pattern_fill(data, 0, e.len, e.seed);
+	check_ret(mhgm_place(e.r, 0, data, e.len, 0), 0);
+	/* every third piece of the last 96 of hugepage 0 and the first 96 of 1 */
+	for (uint64_t p = ppp - 96; p < ppp + 96; p += 3)
+		r[n++] = (struct mhgm_range){ p * SZ_4K, SZ_4K };
+	check_ret(mhgm_drop_ranges(e.r, r, n), 0);
+	check_ret(mhgm_region_stats(e.r, &st), 0);
+	check_eq(st.drop_unmaps, 2);
+	check_eq(st.pieces_dropped, n);
+	check_eq(st.pieces_mapped, NR_HP * ppp - n);
+	for (uint64_t p = ppp - 99; p < ppp + 99; p++) {
+		bool dropped = p >= ppp - 96 && p < ppp + 96 &&
+			       (p - (ppp - 96)) % 3 == 0;
+
+		check(page_mapped(e.guest + p * SZ_4K) == !dropped,
+		      "piece %llu %s", (unsigned long long)p,
+		      dropped ? "still mapped" : "unmapped");
+	}
+	bad = pattern_check(mhgm_region_alias(e.r), 0, e.len, e.seed);
+	check(bad < 0, "page cache changed at %lld", bad);
+	pass("ranges: %u single pieces over 2 hugepages: 2 unmaps, exactly "
+	     "those pieces unmapped", n);
+	env_teardown(&e);
+	free(data);
+}
+
 int main(void)
 {
 	struct mhgm_probe probe;
@@ -176,5 +218,6 @@ int main(void)
 	need_hugepages(SZ_2M, NR_HP + 1);
 	registered();
 	precopy();
+	ranges();
 	return KSFT_PASS;
 }

@@ -282,6 +282,8 @@ static void after_close(int memfd, char *guest)
 	check_ret(mhgm_map(r, 0, SZ_4K, 0), -EBADF);
 	check_ret(mhgm_fault(r, 0, 0, &req), -EBADF);
 	check_ret(mhgm_drop(r, 0, SZ_4K), -EBADF);
+	check_ret(mhgm_drop_ranges(r, &(struct mhgm_range){ 0, SZ_4K }, 1),
+		  -EBADF);
 	check_ret(mhgm_region_set_collapse(r, MHGM_COLLAPSE_MANUAL, -1),
 		  -EBADF);
 	check_ret(mhgm_collapse(r, 0, SZ_2M, &n), -EBADF);
