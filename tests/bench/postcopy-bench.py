@@ -23,8 +23,15 @@ names them):
       whole-page-latency for the other paths; the same clock)
   blocktime_ms   total vCPU blocktime (postcopy-blocktime capability)
   downtime_ms    the source's downtime (query-migrate)
+  pause_ms       the guest's pause at the switch: source stops it to the
+                 destination starts it (trace vmstate_downtime_checkpoint)
+  discard_ranges the discard list the source sent at the switch (trace
+                 postcopy_discard_send_finish)
+  drop_ms        HGM destination: time in mhgm_drop_ranges() (trace
+                 postcopy_hgm_drop)
   switch_to_done_s   migrate-start-postcopy to completed on the destination
   postcopy_mib   bytes the source sent after the switch (ram.postcopy-bytes)
+  resent_mib     pages sent beyond the RAM's size (ram.normal + duplicate)
   requests       page requests the source received (ram.postcopy-requests)
   collapse_ms    MADV_COLLAPSE of the whole RAM at the end (trace
                  postcopy_hgm_end), and per hugepage
@@ -36,9 +43,22 @@ names them):
 A benchmark: nothing is asserted but that each migration completes.  The
 lab runs under TCG: compare rows of one run, not with real hardware.
 
+Plans (--plans, rows keyed by the first columns: plan .. discard_batch):
+
+  main     --kinds x --accels x --preempt, GUEST_MIB, PRECOPY_MIB
+  discard  KVM, preempt on: a guest that writes every other page
+           (stride=2) and DISCARD_PRECOPY_MIB of precopy, so that the
+           switch's discard list is one 4 KiB range per other page of
+           what was sent: 1g-hgm, 1g-hgm with x-postcopy-hgm-discard-batch=1
+           (each range dropped on its own), 1g-upstream, 4k
+  scale    KVM, preempt on: 1g-hgm, 1g-upstream, 4k at each of
+           --scale-mib and each guest delay= of --scale-delay (dirty rate)
+
 usage: postcopy-bench.py --qemu QEMU --guest PATTERN_GUEST --csv FILE
-           [--kinds 1g-hgm,...] [--accels kvm,tcg] [--preempt off,on]
-           [--guest-mib 1024] [--precopy-mib 16]
+           [--plans main,discard,scale] [--kinds 1g-hgm,...]
+           [--accels kvm,tcg] [--preempt off,on] [--guest-mib 1024]
+           [--precopy-mib 16] [--scale-mib 1024,3072] [--scale-delay 0,2000]
+           [--discard-precopy-mib 256]
 """
 
 import argparse
@@ -61,11 +81,16 @@ KINDS = {
     '2m-upstream': ('2M', False),
     '4k': (None, False),
 }
-FIELDS = ['kind', 'accel', 'preempt', 'faults', 'lat_p50_us', 'lat_p90_us',
-          'lat_p99_us', 'lat_max_us', 'blocktime_ms', 'downtime_ms',
-          'switch_to_done_s', 'postcopy_mib', 'requests', 'collapse_ms',
-          'collapse_per_hugepage_ms', 'pte_peak_kib', 'wps_before',
-          'wps_after']
+# What a row is: KEYS (the plan sets them), then what it measured.
+KEYS = ['plan', 'kind', 'accel', 'preempt', 'guest_mib', 'delay', 'stride',
+        'precopy_mib', 'discard_batch']
+FIELDS = KEYS + ['faults', 'lat_p50_us', 'lat_p90_us',
+                 'lat_p99_us', 'lat_max_us', 'blocktime_ms', 'downtime_ms',
+                 'pause_ms', 'discard_ranges', 'drop_ms',
+                 'switch_to_done_s', 'postcopy_mib', 'resent_mib', 'requests',
+                 'collapse_ms',
+                 'collapse_per_hugepage_ms', 'pte_peak_kib', 'wps_before',
+                 'wps_after']
 # The guest prints a '.' every this many page writes (pattern-guest.c).
 WRITES_PER_DOT = 65536
 
@@ -74,6 +99,8 @@ def log(msg):
     print(f'[bench {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
+ROW_EVENTS = ['postcopy_hgm_end', 'vmstate_downtime_checkpoint',
+              'postcopy_discard_send_finish', 'postcopy_hgm_drop']
 # Trace events along a fault's path, for --stages rows (docs/benchmarks.md):
 # destination, then source.
 STAGE_EVENTS = ['postcopy_ram_fault_thread_request', 'ram_load_postcopy_loop',
@@ -85,9 +112,10 @@ STAGE_FIELDS = ['kind', 'accel', 'preempt', 'faults'] + \
     [f'{st}_{q}_us' for st in STAGES + ['total'] for q in ('p50', 'p90')]
 
 
-def start_qemu(args, name, kind, accel, incoming, stages=False):
+def start_qemu(args, name, row, incoming, stages=False):
+    kind, accel = row['kind'], row['accel']
     page, hgm = KINDS[kind]
-    size = f'{args.guest_mib}M'
+    size = f'{row["guest_mib"]}M'
     backend = f'memory-backend-memfd,id=mem,size={size},share=on'
     if page:
         backend += f',hugetlb=on,hugetlbsize={page}'
@@ -99,17 +127,21 @@ def start_qemu(args, name, kind, accel, incoming, stages=False):
            '-L', args.fw, '-machine', 'pc,memory-backend=mem',
            '-accel', accel, '-cpu', 'host' if accel == 'kvm' else 'max',
            '-m', size, '-object', backend, '-kernel', args.guest,
+           '-append', f'delay={row["delay"]} stride={row["stride"]}',
            '-serial', f'file:/tmp/bench-{name}.serial',
            '-qmp', f'unix:{qmp_path},server=on,wait=off',
-           '-trace', 'postcopy_hgm_end', '-D', f'/tmp/bench-{name}.trace']
-    if stages:
-        cmd += ['-msg', 'timestamp=on']
-        for ev in STAGE_EVENTS:
-            cmd += ['-trace', ev]
+           '-msg', 'timestamp=on', '-D', f'/tmp/bench-{name}.trace']
+    # A few events per migration (one host, one clock): the collapse, the
+    # switch's checkpoints, the discard list's size and its drop.
+    for ev in ROW_EVENTS + (STAGE_EVENTS if stages else []) + args.trace:
+        cmd += ['-trace', ev]
     if incoming:
         cmd += ['-incoming', 'defer']
         if not hgm:
             cmd += ['-global', 'migration.postcopy-hgm=off']
+        if row.get('discard_batch'):
+            cmd += ['-global', 'migration.x-postcopy-hgm-discard-batch='
+                    f'{row["discard_batch"]}']
     err = open(f'/tmp/bench-{name}.stderr', 'wb')
     proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT)
     return proc, QMP(qmp_path)
@@ -153,10 +185,37 @@ def vm_pte_kib(pid):
     return 0
 
 
-def run_row(args, kind, accel, preempt, stages=False):
-    row = {'kind': kind, 'accel': accel, 'preempt': preempt}
-    src, sq = start_qemu(args, 'src', kind, accel, False, stages)
-    dst, dq = start_qemu(args, 'dst', kind, accel, True, stages)
+def switch_figures(row):
+    """From the trace logs: pause_ms, the guest's pause at the switch (the
+    source stops it, src-downtime-start, to the destination starting it,
+    dst-postcopy-bh-vm-started); discard_ranges, what the source sent for
+    RAM block "mem" (postcopy_discard_send_finish); drop_ms, the HGM
+    destination's time in mhgm_drop_ranges() (postcopy_hgm_drop)."""
+    t_stop = t_start = None
+    drop_ns = 0
+    for t, ev, a in trace_events('/tmp/bench-src.trace'):
+        if ev == 'vmstate_downtime_checkpoint' and a == 'src-downtime-start':
+            t_stop = t_stop or t
+        elif ev == 'postcopy_discard_send_finish' and a.startswith('mem '):
+            m = re.search(r'sent=(\d+)', a)
+            row['discard_ranges'] = int(m.group(1))
+    for t, ev, a in trace_events('/tmp/bench-dst.trace'):
+        if ev == 'vmstate_downtime_checkpoint' and \
+                a == 'dst-postcopy-bh-vm-started':
+            t_start = t_start or t
+        elif ev == 'postcopy_hgm_drop' and a.startswith('mem: '):
+            drop_ns += int(re.search(r'in (\d+) ns', a).group(1))
+    if t_stop and t_start:
+        row['pause_ms'] = round((t_start - t_stop) * 1000, 1)
+    if drop_ns:
+        row['drop_ms'] = round(drop_ns / 1e6, 2)
+
+
+def run_row(args, spec, stages=False):
+    row = dict(spec)
+    preempt = row['preempt']
+    src, sq = start_qemu(args, 'src', row, False, stages)
+    dst, dq = start_qemu(args, 'dst', row, True, stages)
     try:
         caps = [{'capability': 'postcopy-ram', 'state': True}]
         if preempt == 'on':
@@ -172,7 +231,7 @@ def run_row(args, kind, accel, preempt, stages=False):
         deadline = time.time() + 300
         while True:
             info = wait_status(sq, ('active',), 60)
-            if info.get('ram', {}).get('transferred', 0) >= args.precopy_mib << 20:
+            if info.get('ram', {}).get('transferred', 0) >= row['precopy_mib'] << 20:
                 break
             if time.time() > deadline:
                 raise TimeoutError('precopy did not send enough')
@@ -203,6 +262,13 @@ def run_row(args, kind, accel, preempt, stages=False):
         ram = sinfo.get('ram', {})
         row['postcopy_mib'] = round(ram.get('postcopy-bytes', 0) / (1 << 20), 1)
         row['requests'] = ram.get('postcopy-requests')
+        # Every page is sent at least once (the guest wrote all of them):
+        # what was sent beyond RAM's size in pages was sent again.
+        if ram.get('page-size') and ram.get('total'):
+            row['resent_mib'] = round(
+                (ram.get('normal', 0) + ram.get('duplicate', 0) -
+                 ram['total'] // ram['page-size']) * ram['page-size'] /
+                (1 << 20), 1)
         dinfo = dq.cmd('query-migrate')
         if 'postcopy-blocktime' in dinfo:
             row['blocktime_ms'] = dinfo['postcopy-blocktime']
@@ -218,6 +284,7 @@ def run_row(args, kind, accel, preempt, stages=False):
             row['faults'] = lat['count']
             for p in ('p50', 'p90', 'p99', 'max'):
                 row[f'lat_{p}_us'] = round(lat[p] / 1000, 1)
+        switch_figures(row)
         m = re.search(r'postcopy_hgm_end .*?(\d+) hugepages collapsed, \d+ faults '
                       r'meanwhile, (\d+) ns', open('/tmp/bench-dst.trace',
                                                    errors='replace').read())
@@ -227,6 +294,13 @@ def run_row(args, kind, accel, preempt, stages=False):
                 row['collapse_per_hugepage_ms'] = \
                     round(int(m.group(2)) / 1e6 / int(m.group(1)), 2)
         row['wps_after'] = round(write_rate('dst', args.rate_seconds))
+        if args.trace_dir:
+            # Thread names, to tell which thread a traced fault came from
+            with open(f'{args.trace_dir}/dst-threads.txt', 'a') as f:
+                f.write(f'== {row["plan"]} {row["kind"]} pid {dst.pid}\n')
+                for tid in sorted(os.listdir(f'/proc/{dst.pid}/task')):
+                    with open(f'/proc/{dst.pid}/task/{tid}/comm') as c:
+                        f.write(f'{tid} {c.read().strip()}\n')
         if 'BAD' in serial('dst'):
             raise RuntimeError('the guest found a bad page on the destination')
     finally:
@@ -326,11 +400,22 @@ def main():
     ap.add_argument('--csv', required=True)
     ap.add_argument('--fw', default=os.path.join(
         os.environ.get('HGM_CACHE', '/var/cache/hgm'), 'build/qemu/lab-firmware'))
-    ap.add_argument('--kinds', default=','.join(KINDS))
+    ap.add_argument('--plans', default='main',
+                    help='main, discard, scale (comma separated; see '
+                         'docs/benchmarks.md)')
+    ap.add_argument('--kinds', default=','.join(KINDS),
+                    help='the kinds of row to run, in every plan')
     ap.add_argument('--accels', default='kvm,tcg')
     ap.add_argument('--preempt', default='off,on')
     ap.add_argument('--guest-mib', type=int, default=1024)
     ap.add_argument('--precopy-mib', type=int, default=16)
+    ap.add_argument('--scale-mib', default='1024,3072',
+                    help='guest sizes of the scale plan')
+    ap.add_argument('--scale-delay', default='0,2000',
+                    help='guest delay= values (dirty rates) of the scale plan')
+    ap.add_argument('--discard-precopy-mib', type=int, default=256,
+                    help='precopy of the discard plan, whose guest writes '
+                         'every other page (stride=2)')
     ap.add_argument('--rate-seconds', type=float, default=3)
     ap.add_argument('--boot-timeout', type=float, default=300)
     ap.add_argument('--postcopy-timeout', type=float, default=900)
@@ -338,22 +423,56 @@ def main():
                     help='kinds to run once more, under KVM with preempt on, '
                          'with trace events along the fault path, for the '
                          'per-stage table (empty: none)')
-    ap.add_argument('--trace-dir', help='keep the traced rows\' trace logs here')
+    ap.add_argument('--trace-dir', help='keep the trace logs of every row '
+                    'here, as N-KIND-src.trace and N-KIND-dst.trace')
+    ap.add_argument('--trace', action='append', default=[],
+                    help='one more trace event (pattern) for both QEMUs of '
+                         'every row, for a closer look with --trace-dir')
     args = ap.parse_args()
 
-    rows, failed = [], 0
-    plan = [(k, a, p) for a in args.accels.split(',') for k in args.kinds.split(',')
-            for p in args.preempt.split(',')]
-    for i, (kind, accel, preempt) in enumerate(plan, 1):
+    for kind in args.kinds.split(',') + list(filter(None, args.stages.split(','))):
         if kind not in KINDS:
             sys.exit(f'unknown kind {kind}: {", ".join(KINDS)}')
-        if accel == 'kvm' and not os.path.exists('/dev/kvm'):
-            log(f'[{i}/{len(plan)}] {kind} {accel} preempt {preempt}: skipped, no /dev/kvm')
+    base = {'accel': 'kvm', 'preempt': 'on', 'guest_mib': args.guest_mib,
+            'delay': 0, 'stride': 1, 'precopy_mib': args.precopy_mib,
+            'discard_batch': ''}
+    plan = []
+    for name in args.plans.split(','):
+        if name == 'main':
+            plan += [dict(base, plan=name, kind=k, accel=a, preempt=p)
+                     for a in args.accels.split(',')
+                     for k in args.kinds.split(',')
+                     for p in args.preempt.split(',')]
+        elif name == 'discard':
+            # A write-heavy guest whose re-dirtied pages are scattered:
+            # the sent part of RAM comes back as one 4 KiB range per
+            # other page.  HGM with the default batch and with batch 1
+            # (each range dropped on its own, as before batching).
+            d = dict(base, plan=name, stride=2,
+                     precopy_mib=args.discard_precopy_mib)
+            plan += [dict(d, kind='1g-hgm'),
+                     dict(d, kind='1g-hgm', discard_batch=1),
+                     dict(d, kind='1g-upstream'), dict(d, kind='4k')]
+        elif name == 'scale':
+            plan += [dict(base, plan=name, kind=k, guest_mib=int(m),
+                          delay=int(d))
+                     for m in args.scale_mib.split(',')
+                     for d in args.scale_delay.split(',')
+                     for k in ('1g-hgm', '1g-upstream', '4k')]
+        else:
+            sys.exit(f'unknown plan {name}: main, discard, scale')
+    plan = [r for r in plan if r['kind'] in args.kinds.split(',')]
+
+    rows, failed = [], 0
+    for i, spec in enumerate(plan, 1):
+        what = ' '.join(f'{k}={spec[k]}' for k in KEYS if spec[k] != '')
+        if spec['accel'] == 'kvm' and not os.path.exists('/dev/kvm'):
+            log(f'[{i}/{len(plan)}] {what}: skipped, no /dev/kvm')
             continue
-        log(f'[{i}/{len(plan)}] {kind} under {accel}, preempt {preempt} ...')
+        log(f'[{i}/{len(plan)}] {what} ...')
         t0 = time.time()
         try:
-            row = run_row(args, kind, accel, preempt)
+            row = run_row(args, spec)
         except Exception as e:  # a benchmark row failing must not lose the others
             log(f'  failed: {e}')
             for name in ('src', 'dst'):
@@ -362,8 +481,12 @@ def main():
                     log(f'  {name} stderr: {text.strip()[-1000:]}')
             failed += 1
             continue
+        if args.trace_dir:
+            for side in ('src', 'dst'):
+                shutil.copy(f'/tmp/bench-{side}.trace',
+                            f'{args.trace_dir}/{i}-{spec["kind"]}-{side}.trace')
         log(f'  done in {time.time() - t0:.0f} s: ' +
-            ', '.join(f'{k}={row.get(k)}' for k in FIELDS[3:]))
+            ', '.join(f'{k}={row.get(k)}' for k in FIELDS[len(KEYS):]))
         rows.append(row)
         with open(args.csv, 'w', newline='') as f:
             w = csv.DictWriter(f, FIELDS)
@@ -372,15 +495,16 @@ def main():
     stage_csv = re.sub(r'(\.csv)?$', '-stages.csv', args.csv, count=1)
     stage_rows = []
     for kind in filter(None, args.stages.split(',')):
-        if kind not in KINDS or not os.path.exists('/dev/kvm'):
+        if not os.path.exists('/dev/kvm'):
             continue
         log(f'stages: {kind} under kvm, preempt on, traced ...')
         try:
-            row = run_row(args, kind, 'kvm', 'on', stages=True)
+            row = run_row(args, dict(base, plan='stages', kind=kind),
+                          stages=True)
             if args.trace_dir:
                 for side in ('src', 'dst'):
                     shutil.copy(f'/tmp/bench-{side}.trace',
-                                f'{args.trace_dir}/{kind}-{side}.trace')
+                                f'{args.trace_dir}/stages-{kind}-{side}.trace')
             row = stage_times(row)
         except Exception as e:
             log(f'  failed: {e}')

@@ -18,6 +18,12 @@
  * every page of the destination carries its own number and a count no
  * lower than the source's, and the rest of it equals the source's.
  *
+ * Command line (multiboot, QEMU's -append), for the benchmark
+ * (tests/bench): "delay=N" spins N loop iterations between two writes, for
+ * a lower dirty rate (default 0: as fast as the CPU goes); "stride=K"
+ * writes only every K-th page after the first fill (default 1), so that
+ * what a migration finds dirty is scattered 4 KiB pages, not runs.
+ *
  * Serial output (COM1): "pattern-guest: N MiB" when every page holds its
  * number, then a '.' every 65536 writes.  The stack is the 64 KiB below STACK_TOP, the only other
  * memory the guest writes.
@@ -84,6 +90,28 @@ static void putu_serial(uint32_t v)
 	puts_serial(buf + i);
 }
 
+/* The value of "NAME=" in the multiboot command line, or 0 */
+static uint32_t cmdline_u32(const struct multiboot_info *mbi, const char *name)
+{
+	const char *c, *n;
+	uint32_t v = 0;
+
+	if (!(mbi->flags & (1 << 2)) || !mbi->cmdline)
+		return 0;
+	for (c = (const char *)(uintptr_t)mbi->cmdline; *c; c++) {
+		if (c != (const char *)(uintptr_t)mbi->cmdline && c[-1] != ' ')
+			continue;
+		for (n = name; *n && *c == *n; n++, c++)
+			;
+		if (*n || *c != '=')
+			continue;
+		for (c++; *c >= '0' && *c <= '9'; c++)
+			v = v * 10 + (*c - '0');
+		return v;
+	}
+	return 0;
+}
+
 static void halt(void)
 {
 	for (;;)
@@ -94,7 +122,7 @@ void pattern_main(uint32_t magic, const struct multiboot_info *mbi);
 
 void pattern_main(uint32_t magic, const struct multiboot_info *mbi)
 {
-	uint32_t end, npages, x = 2463534242u, writes = 0;
+	uint32_t end, npages, delay, stride, x = 2463534242u, writes = 0;
 
 	if (magic != MB_BOOT_MAGIC || !(mbi->flags & (1 << 6))) {
 		puts_serial("pattern-guest: not started by a multiboot loader\n");
@@ -120,6 +148,10 @@ void pattern_main(uint32_t magic, const struct multiboot_info *mbi)
 		halt();
 	}
 	npages = (end - START) / PAGE;
+	delay = cmdline_u32(mbi, "delay");
+	stride = cmdline_u32(mbi, "stride");
+	if (!stride || stride > npages)
+		stride = 1;
 	for (uint32_t n = START / PAGE; n < START / PAGE + npages; n++) {
 		volatile uint32_t *w = (volatile uint32_t *)(uintptr_t)(n * PAGE);
 
@@ -138,7 +170,7 @@ void pattern_main(uint32_t magic, const struct multiboot_info *mbi)
 		x ^= x << 13;
 		x ^= x >> 17;
 		x ^= x << 5;
-		n = START / PAGE + x % npages;
+		n = START / PAGE + x % (npages / stride) * stride;
 		w = (volatile uint32_t *)(uintptr_t)(n * PAGE);
 		count = w[0];
 		tag = w[1];
@@ -157,6 +189,8 @@ void pattern_main(uint32_t magic, const struct multiboot_info *mbi)
 		w[0] = count + 1;
 		if (!(++writes & 0xffff))
 			putc_serial('.');
+		for (uint32_t i = 0; i < delay; i++)
+			__asm__ volatile("" : : : "memory");
 	}
 }
 
