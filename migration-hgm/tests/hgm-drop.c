@@ -25,6 +25,17 @@
 #define NR_HP	2
 #define SEED2	0xd00d
 
+/* A split, registered region with every piece placed and mapped */
+static void placed_region(struct test_env *e, char *data)
+{
+	env_setup(e, SZ_2M, NR_HP, 0, false);
+	check_ret(mhgm_region_split(e->r), 0);
+	env_register(e);
+	check_ret(mhgm_region_populate(e->r, NULL, NULL), 0);
+	pattern_fill(data, 0, e->len, e->seed);
+	check_ret(mhgm_place(e->r, 0, data, e->len, 0), 0);
+}
+
 static void registered(void)
 {
 	struct fault_server server;
@@ -36,12 +47,7 @@ static void registered(void)
 	long free_before;
 	long long bad;
 
-	env_setup(&e, SZ_2M, NR_HP, 0, false);
-	check_ret(mhgm_region_split(e.r), 0);
-	env_register(&e);
-	check_ret(mhgm_region_populate(e.r, NULL, NULL), 0);
-	pattern_fill(data, 0, e.len, e.seed);
-	check_ret(mhgm_place(e.r, 0, data, e.len, 0), 0);
+	placed_region(&e, data);
 	check_ret(mhgm_region_stats(e.r, &st), 0);
 	check_eq(st.hugepages_collapsed, NR_HP);	/* continued whole */
 
@@ -179,12 +185,7 @@ static void ranges(void)
 	unsigned int n = 0;
 	long long bad;
 
-	env_setup(&e, SZ_2M, NR_HP, 0, false);
-	check_ret(mhgm_region_split(e.r), 0);
-	env_register(&e);
-	check_ret(mhgm_region_populate(e.r, NULL, NULL), 0);
-	pattern_fill(data, 0, e.len, e.seed);
-	check_ret(mhgm_place(e.r, 0, data, e.len, 0), 0);
+	placed_region(&e, data);
 	/* every third piece of the last 96 of hugepage 0 and the first 96 of 1 */
 	for (uint64_t p = ppp - 96; p < ppp + 96; p += 3)
 		r[n++] = (struct mhgm_range){ p * SZ_4K, SZ_4K };
