@@ -39,6 +39,8 @@ names them):
                  of split hugepages)
   wps_before, wps_after   the guest's page writes per second on the source
       before the migration and on the destination after it completed
+  pte_after_kib  the destination's VmPTE after wps_after (the guest has
+                 touched its RAM again): page tables left by split hugepages
 
 A benchmark: nothing is asserted but that each migration completes.  The
 lab runs under TCG: compare rows of one run, not with real hardware.
@@ -53,9 +55,13 @@ Plans (--plans, rows keyed by the first columns: plan .. discard_batch):
            (each range dropped on its own), 1g-upstream, 4k
   scale    KVM, preempt on: 1g-hgm, 1g-upstream, 4k at each of
            --scale-mib and each guest delay= of --scale-delay (dirty rate)
+  split    KVM and TCG, preempt on: 1g-hgm, 1g-hgm-split (the destination
+           with x-postcopy-hgm-keep-split: nothing collapsed), 4k, under
+           each of --accels: what collapsing buys the guest after the
+           migration (wps_after, pte_after_kib)
 
 usage: postcopy-bench.py --qemu QEMU --guest PATTERN_GUEST --csv FILE
-           [--plans main,discard,scale] [--kinds 1g-hgm,...]
+           [--plans main,discard,scale,split] [--kinds 1g-hgm,...]
            [--accels kvm,tcg] [--preempt off,on] [--guest-mib 1024]
            [--precopy-mib 16] [--scale-mib 1024,3072] [--scale-delay 0,2000]
            [--discard-precopy-mib 256]
@@ -81,6 +87,8 @@ KINDS = {
     '2m-upstream': ('2M', False),
     '4k': (None, False),
 }
+# HGM kinds whose destination leaves every hugepage split (the split plan)
+SPLIT_KINDS = {'1g-hgm-split': '1g-hgm', '2m-hgm-split': '2m-hgm'}
 # What a row is: KEYS (the plan sets them), then what it measured.
 KEYS = ['plan', 'kind', 'accel', 'preempt', 'guest_mib', 'delay', 'stride',
         'precopy_mib', 'discard_batch']
@@ -90,7 +98,7 @@ FIELDS = KEYS + ['faults', 'lat_p50_us', 'lat_p90_us',
                  'switch_to_done_s', 'postcopy_mib', 'resent_mib', 'requests',
                  'collapse_ms',
                  'collapse_per_hugepage_ms', 'pte_peak_kib', 'wps_before',
-                 'wps_after']
+                 'wps_after', 'pte_after_kib']
 # The guest prints a '.' every this many page writes (pattern-guest.c).
 WRITES_PER_DOT = 65536
 
@@ -114,7 +122,7 @@ STAGE_FIELDS = ['kind', 'accel', 'preempt', 'faults'] + \
 
 def start_qemu(args, name, row, incoming, stages=False):
     kind, accel = row['kind'], row['accel']
-    page, hgm = KINDS[kind]
+    page, hgm = KINDS[SPLIT_KINDS.get(kind, kind)]
     size = f'{row["guest_mib"]}M'
     backend = f'memory-backend-memfd,id=mem,size={size},share=on'
     if page:
@@ -139,6 +147,8 @@ def start_qemu(args, name, row, incoming, stages=False):
         cmd += ['-incoming', 'defer']
         if not hgm:
             cmd += ['-global', 'migration.postcopy-hgm=off']
+        if kind in SPLIT_KINDS:
+            cmd += ['-global', 'migration.x-postcopy-hgm-keep-split=on']
         if row.get('discard_batch'):
             cmd += ['-global', 'migration.x-postcopy-hgm-discard-batch='
                     f'{row["discard_batch"]}']
@@ -294,6 +304,7 @@ def run_row(args, spec, stages=False):
                 row['collapse_per_hugepage_ms'] = \
                     round(int(m.group(2)) / 1e6 / int(m.group(1)), 2)
         row['wps_after'] = round(write_rate('dst', args.rate_seconds))
+        row['pte_after_kib'] = vm_pte_kib(dst.pid)
         if args.trace_dir:
             # Thread names, to tell which thread a traced fault came from
             with open(f'{args.trace_dir}/dst-threads.txt', 'a') as f:
@@ -401,7 +412,7 @@ def main():
     ap.add_argument('--fw', default=os.path.join(
         os.environ.get('HGM_CACHE', '/var/cache/hgm'), 'build/qemu/lab-firmware'))
     ap.add_argument('--plans', default='main',
-                    help='main, discard, scale (comma separated; see '
+                    help='main, discard, scale, split (comma separated; see '
                          'docs/benchmarks.md)')
     ap.add_argument('--kinds', default=','.join(KINDS),
                     help='the kinds of row to run, in every plan')
@@ -431,8 +442,8 @@ def main():
     args = ap.parse_args()
 
     for kind in args.kinds.split(',') + list(filter(None, args.stages.split(','))):
-        if kind not in KINDS:
-            sys.exit(f'unknown kind {kind}: {", ".join(KINDS)}')
+        if kind not in KINDS and kind not in SPLIT_KINDS:
+            sys.exit(f'unknown kind {kind}: {", ".join(list(KINDS) + list(SPLIT_KINDS))}')
     base = {'accel': 'kvm', 'preempt': 'on', 'guest_mib': args.guest_mib,
             'delay': 0, 'stride': 1, 'precopy_mib': args.precopy_mib,
             'discard_batch': ''}
@@ -459,9 +470,17 @@ def main():
                      for m in args.scale_mib.split(',')
                      for d in args.scale_delay.split(',')
                      for k in ('1g-hgm', '1g-upstream', '4k')]
+        elif name == 'split':
+            # The guest writing random pages of all its RAM as fast as it
+            # can after the migration: collapsed, left split, 4 KiB RAM.
+            plan += [dict(base, plan=name, kind=k, accel=a)
+                     for a in args.accels.split(',')
+                     for k in ('1g-hgm', '1g-hgm-split', '4k')]
         else:
-            sys.exit(f'unknown plan {name}: main, discard, scale')
-    plan = [r for r in plan if r['kind'] in args.kinds.split(',')]
+            sys.exit(f'unknown plan {name}: main, discard, scale, split')
+    plan = [r for r in plan if r['kind'] in args.kinds.split(',') or
+            (r['kind'] in SPLIT_KINDS and SPLIT_KINDS[r['kind']] in
+             args.kinds.split(','))]
 
     rows, failed = [], 0
     for i, spec in enumerate(plan, 1):

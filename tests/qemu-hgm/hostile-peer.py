@@ -30,7 +30,7 @@ generator that drives the real binary tests exactly what a peer reaches.
 
 usage: hostile-peer.py --qemu QEMU [--hugepage 2M|1G] [--mem MIB]
                        [--require-hgm] [--seed N] [--runs N] [--src-runs N]
-                       CASE...
+                       [--race-runs N] CASE...
 CASE: dest-discard-past-end dest-discard-wrap dest-discard-name
       dest-page-flags dest-page-xbzrle dest-preempt-page-flags
       dest-hgm-newer-source dest-hgm-unversioned-source
@@ -38,7 +38,10 @@ CASE: dest-discard-past-end dest-discard-wrap dest-discard-name
       src-req-precopy src-req-preempt-len src-hgm-bad-version
       dest-hgm-setup-fails-auto dest-hgm-setup-fails-on
       dest-hgm-setup-monitor-on dest-hgm-setup-monitor-auto
-      dest-hgm-early-switch src-hgm-wait fuzz src-fuzz,
+      dest-hgm-early-switch src-hgm-wait dest-preempt-pause-race
+      dest-listen-unpackaged dest-listen-without-run
+      dest-listen-package-eof dest-package-nested
+      fuzz src-fuzz,
       or "all" (every dest-* and src-* case, then both fuzz runs).
 --require-hgm: the destination must place its RAM with HGM (else FAIL):
                for the lab, where the kernel has HGM.
@@ -96,7 +99,8 @@ class CaseFailed(Exception):
 class Qemu:
     """One QEMU under attack: machine "none" with its RAM in memfd mem0."""
 
-    def __init__(self, args, name, incoming, extra=(), backend_extra=''):
+    def __init__(self, args, name, incoming, extra=(), backend_extra='',
+                 cpus=None):
         self.dir = tempfile.mkdtemp(prefix=f'hostile-{name}-')
         self.size = args.mem << 20
         self.keep = args.keep
@@ -114,9 +118,11 @@ class Qemu:
         if incoming:
             cmd += ['-incoming', 'defer']
         self.errfile = open(self.log_path, 'w')
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                     stdout=self.errfile,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self.errfile,
+            stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus
+            else None)
         deadline = time.time() + 30
         while not os.path.exists(self.qmp_path):
             if self.proc.poll() is not None or time.time() > deadline:
@@ -412,6 +418,15 @@ def wait_running(q, timeout=30):
                      f' {status}: {err}):\n' + q.stderr()[-2000:])
 
 
+def wait_output(q, pattern, timeout=30):
+    """Until @pattern is in the QEMU's output or the QEMU has exited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and q.proc.poll() is None:
+        if re.search(pattern, q.stderr()):
+            return
+        time.sleep(0.05)
+
+
 def dest_case(args, name, build, expect, fuzzing=False, preempt=False,
               fast=None, query=HGM_PING_QUERY, check=None):
     """Run a destination, feed it prologue + build(src), check the result.
@@ -435,6 +450,12 @@ def dest_case(args, name, build, expect, fuzzing=False, preempt=False,
         src.send(build(src))
         if fast:
             src.send_fast(fast(src))
+            if expect:
+                # The fast load thread reads its channel on its own: end
+                # the main channel only once it has (a pause at the main
+                # channel's end would otherwise close the preempt channel
+                # before the thread read what is under test)
+                wait_output(q, expect)
         if expect is None and not fuzzing and not check:
             wait_running(q)
         # Nothing more comes: the destination must not wait for ever
@@ -458,12 +479,15 @@ def expect_pong(src, value):
                          f' {[hex(p) for p in src.pongs]}')
 
 
+def packaged(blob):
+    return command(CMD_PACKAGED, be32(len(blob))) + blob
+
+
 def switch():
     """The switch as a source makes it: LISTEN and RUN in a package (the
     destination's main thread reads the package while its listen thread
     goes on reading the stream)."""
-    blob = command(CMD_POSTCOPY_LISTEN) + command(CMD_POSTCOPY_RUN)
-    return command(CMD_PACKAGED, be32(len(blob))) + blob
+    return packaged(command(CMD_POSTCOPY_LISTEN) + command(CMD_POSTCOPY_RUN))
 
 
 def switch_then(records, discard_first=True):
@@ -727,6 +751,86 @@ def hgm_early_switch(args, name):
         q.kill()
 
 
+def monitor_answers(q, wait=0.5):
+    """After @wait s: the QEMU's monitor answers within 5 s (or the QEMU
+    has exited)."""
+    time.sleep(wait)
+    q.qmp.sock.settimeout(5)
+    try:
+        q.qmp.cmd('query-status')
+    except (OSError, EOFError, RuntimeError) as e:
+        if q.proc.poll() is None:
+            raise CaseFailed('the monitor does not answer while the stream'
+                             f' is open ({e!r})') from None
+    q.qmp.sock.settimeout(20)
+
+
+def listen_case(args, name, switch_bytes, expect):
+    """A switch in another shape than a source's LISTEN + RUN package,
+    then one RAM part on the main channel.  From LISTEN on, the
+    destination's listen thread reads the main channel: its main thread
+    must have stopped reading it, or both read one stream at once (and the
+    main thread, blocked in a read with the BQL held, silences the
+    monitor).  The monitor must answer while the stream is still open;
+    after its end the output must match @expect."""
+    q = Qemu(args, name, incoming=True)
+    src = None
+    try:
+        src = Source(args, q)
+        src.send(src.prologue(None) + discard(src.block, [(0, src.pagesize)])
+                 + switch_bytes)
+        monitor_answers(q)
+        src.send(ram_part([page(src.block, 0, FLAG_ZERO)]))
+        monitor_answers(q)
+        src.end()
+        rc, status = q.finish()
+    finally:
+        if src:
+            src.close()
+        q.kill()
+    err = check_no_crash(q, rc)
+    if not re.search(expect, err):
+        raise CaseFailed(f'expected /{expect}/ in the destination\'s output'
+                         f' (migration {status}, exit {rc}):\n{err[-2000:]}')
+    q.remove()
+    return f'destination: {status or "exited"} ({rc if rc is not None else "alive"})'
+
+
+def preempt_pause_race(args, name):
+    """The main channel ends right after the switch, with the
+    postcopy-preempt channel open: the destination pauses (closing the
+    preempt channel) while its fast load thread, just started at LISTEN,
+    may not have taken its mutex yet.  It then read the channel the pause
+    had closed: a segfault (ram_load_postcopy() on a NULL QEMUFile).  The
+    race is timing: --race-runs destinations, each on one CPU (where
+    the thread loses the race in a few runs in a hundred), try it.
+    Each must pause or fail, not crash."""
+    outcomes = {}
+    cpu = min(os.sched_getaffinity(0))
+    for i in range(args.race_runs):
+        q = Qemu(args, f'{name}-{i}', incoming=True, cpus={cpu})
+        src = None
+        try:
+            src = Source(args, q, preempt=True)
+            src.send(src.prologue(None))
+            src.open_fast()
+            src.send(discard(src.block, [(0, src.pagesize)]) + switch()
+                     + ram_part([]))
+            src.end()
+            rc, status = q.finish()
+            check_no_crash(q, rc)
+            outcomes[status] = outcomes.get(status, 0) + 1
+            q.remove()
+        except CaseFailed as e:
+            raise CaseFailed(f'run {i + 1} of {args.race_runs}: {e}') from None
+        finally:
+            if src:
+                src.close()
+            q.kill()
+    return 'outcomes: ' + ', '.join(f'{n} {s or "exited"}' for s, n in
+                                    sorted(outcomes.items(), key=str))
+
+
 SPECIAL_CASES = {
     'dest-hgm-setup-fails-auto': lambda args: hgm_setup_failure(
         args, 'dest-hgm-setup-fails-auto', 'auto'),
@@ -739,6 +843,30 @@ SPECIAL_CASES = {
     'dest-hgm-early-switch': lambda args: hgm_early_switch(
         args, 'dest-hgm-early-switch'),
     'src-hgm-wait': lambda args: src_hgm_wait(args, 'src-hgm-wait'),
+    'dest-preempt-pause-race': lambda args: preempt_pause_race(
+        args, 'dest-preempt-pause-race'),
+    # LISTEN outside a package: the main thread read on after it.
+    'dest-listen-unpackaged': lambda args: listen_case(
+        args, 'dest-listen-unpackaged', command(CMD_POSTCOPY_LISTEN),
+        r'CMD_POSTCOPY_LISTEN outside CMD_PACKAGED'),
+    # A package with LISTEN but no RUN: reading past its end fails the
+    # main thread while the listen thread runs.  That freed the incoming
+    # state the listen and preempt threads were using.
+    'dest-listen-without-run': lambda args: listen_case(
+        args, 'dest-listen-without-run', packaged(command(
+            CMD_POSTCOPY_LISTEN)), r'load of migration failed'),
+    # The same package ended by an EOF marker: the main thread read on
+    # after it.  The listen thread alone owns the main channel then; it
+    # fails at its end (the guest never ran).
+    'dest-listen-package-eof': lambda args: listen_case(
+        args, 'dest-listen-package-eof', packaged(command(
+            CMD_POSTCOPY_LISTEN) + bytes([VM_EOF])),
+        r'postcopy_ram_listen_thread: loadvm failed'),
+    # The switch package inside a package: the inner one's contents were
+    # read from the main channel, by the main thread.
+    'dest-package-nested': lambda args: listen_case(
+        args, 'dest-package-nested', packaged(switch()),
+        r'CMD_PACKAGED inside CMD_PACKAGED'),
 }
 
 
@@ -1108,6 +1236,9 @@ def main():
                     help='random streams of "fuzz" (about 0.5 s each)')
     ap.add_argument('--src-runs', type=int, default=5,
                     help='random return paths of "src-fuzz" (about 3 s each)')
+    ap.add_argument('--race-runs', type=int, default=40,
+                    help='destinations of dest-preempt-pause-race'
+                    ' (about 0.3 s each)')
     ap.add_argument('cases', nargs='+')
     args = ap.parse_args()
     if not args.mem:

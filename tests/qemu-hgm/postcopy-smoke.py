@@ -10,7 +10,12 @@ on the destination while postcopy runs, and checks:
   - every byte of guest RAM on the destination equals the source's
     (both VMs are paused at the end; the destination with -S never ran);
   - afterwards no guest RAM is mapped by PTEs on the destination (smaps),
-    and query-postcopy-hgm reports the final statistics.
+    and query-postcopy-hgm reports the final statistics;
+  - with --expect-split (the destination with x-postcopy-hgm-keep-split=on),
+    the opposite: none collapsed, every hugepage split in postcopy still
+    split and mapped by PTEs once read (pieces that arrived but were never
+    touched are mapped on first access, after postcopy has unregistered);
+    the hugepages complete before the switch are mapped whole.
 
 With --expect-fail the migration must fail before the switch to postcopy,
 with the guest still running on the source (postcopy-hgm=on where HGM
@@ -23,7 +28,7 @@ comparison is exact only under TCG (the default).
 usage (inside the lab, as root):
   postcopy-smoke.py --qemu QEMU --kernel BZIMAGE [--fw DIR] [--mem 256]
                     [--hugepage 2M|1G] [--preempt] [--expect hgm|upstream]
-                    [--expect-agreed yes|no] [--expect-fail]
+                    [--expect-agreed yes|no] [--expect-fail] [--expect-split]
                     [--src-args ARGS] [--dst-args ARGS]
 e.g. --dst-args "-global migration.postcopy-hgm=off"
 
@@ -123,6 +128,9 @@ def main():
                     help='whether the source must have agreed to HGM '
                          '(default: yes when --expect hgm)')
     ap.add_argument('--expect-fail', action='store_true')
+    ap.add_argument('--expect-split', action='store_true',
+                    help='hugepages must stay split after the migration '
+                         '(destination: x-postcopy-hgm-keep-split=on)')
     ap.add_argument('--collapse', choices=['end', 'hugepage'], default='end')
     ap.add_argument('--recover', action='store_true',
                     help='pause postcopy halfway (migrate-pause) and resume '
@@ -229,7 +237,27 @@ def main():
                 log(f'query-postcopy-hgm: expected status done, '
                     f'source-agreed {agreed}')
                 ok = False
-        if used_hgm and smaps.get('HugetlbPteMapped', 0):
+        if args.expect_split:
+            blk = info['blocks'][0] if info.get('blocks') else {}
+            split = blk.get('split', 0)
+            # Hugepages complete before the switch were mapped whole from
+            # the start; every one split in postcopy must still be split
+            if not split or blk.get('collapses') or \
+                    split + blk.get('collapsed', 0) != blk.get('hugepages'):
+                log('expected the hugepages split in postcopy still split,'
+                    f' none collapsed: {blk}')
+                ok = False
+            # pmemsave above read all of guest RAM through the mapping
+            pte_kib = split * blk.get('page-size', 0) >> 10
+            mapped = sum(smaps.get(k, 0) for k in (
+                'HugetlbPteMapped', 'HugetlbPmdMapped', 'HugetlbPudMapped'))
+            if smaps.get('HugetlbPteMapped', 0) != pte_kib or \
+                    mapped != mem >> 10:
+                log(f'expected {pte_kib} kB of guest RAM mapped by PTEs'
+                    f' ({split} split hugepages), all {mem >> 10} kB'
+                    f' mapped: {smaps}')
+                ok = False
+        elif used_hgm and smaps.get('HugetlbPteMapped', 0):
             log('destination still maps guest RAM with PTEs')
             ok = False
     except Done:
